@@ -1,0 +1,37 @@
+//! # quay-core
+//!
+//! The domain of the quay-rs registry engine: validated names and digests, manifest parsing,
+//! the error model, the pluggable traits, and the [`Registry`] engine that composes them.
+//!
+//! This crate does no I/O of its own. Storage locations ([`StorageEngine`]), the metadata
+//! store ([`MetadataStore`]) and health checks ([`HealthCheck`]) are traits implemented in other
+//! crates (`quay-storage` for OpenDAL and sea-orm) or by the embedding service.
+//!
+//! ```text
+//!   HTTP (quay-http) ──► Registry ──► MetadataStore  (uploads, blobs, placements, manifests)
+//!                            └──────► StorageEngine × locations (content-addressed objects)
+//! ```
+#![deny(missing_docs)]
+
+pub mod digest;
+pub mod error;
+pub mod health;
+pub mod manifest;
+pub mod metadata;
+pub mod names;
+pub mod range;
+pub mod registry;
+pub mod storage;
+
+pub use digest::{Algorithm, Digest, DigestHasher};
+pub use error::{Error, ErrorKind, Result};
+pub use health::{HealthCheck, HealthStatus};
+pub use manifest::{media_types, parse_manifest, Descriptor, ManifestKind, ParsedManifest};
+pub use metadata::{
+    BlobCommit, BlobIndex, BlobRecord, ManifestIndex, ManifestRecord, MetadataStore, NewManifest,
+    Page, UploadPart, UploadRecord, UploadStore,
+};
+pub use names::{LocationId, Reference, RepositoryName, Tag};
+pub use range::ByteRange;
+pub use registry::{Registry, RegistryConfig};
+pub use storage::{ByteStream, ObjectMeta, StorageCapabilities, StorageEngine};

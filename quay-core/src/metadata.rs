@@ -1,0 +1,227 @@
+//! The metadata store: repositories, blobs and their placements, upload sessions, manifests,
+//! tags. Split into three small traits; [`MetadataStore`] is all of them.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::names::{LocationId, Reference, RepositoryName, Tag};
+
+/// Milliseconds since the Unix epoch.
+pub type TimestampMs = i64;
+
+/// The current time in milliseconds since the Unix epoch.
+pub fn now_ms() -> TimestampMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// An upload session, stored in the database so that any instance can take the next chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    /// The session id (a UUID without dashes).
+    pub id: String,
+    /// The repository the blob is pushed to.
+    pub repository: RepositoryName,
+    /// The location whose storage holds the parts.
+    pub location: LocationId,
+    /// Bytes received so far: the sum of the parts' sizes.
+    pub size: u64,
+    /// The parts received so far, in offset order.
+    pub parts: Vec<UploadPart>,
+    /// When the session was opened.
+    pub created_at: TimestampMs,
+    /// When a chunk was last accepted.
+    pub updated_at: TimestampMs,
+}
+
+/// One chunk of an upload, stored as its own object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadPart {
+    /// Offset of the part's first byte in the blob.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// The object path of the part in the session's location.
+    pub path: String,
+    /// The sha256 of the part's bytes, when it was computed while streaming.
+    pub sha256: Option<Digest>,
+}
+
+/// A blob with the locations that hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRecord {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+    /// Locations holding a verified copy.
+    pub locations: Vec<LocationId>,
+}
+
+/// Everything recorded when an upload finishes, in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobCommit {
+    /// The repository the blob is linked into (created when new).
+    pub repository: RepositoryName,
+    /// The verified digest.
+    pub digest: Digest,
+    /// The verified size.
+    pub size: u64,
+    /// The location now holding it.
+    pub location: LocationId,
+    /// The upload session to delete with its parts, if any.
+    pub upload_id: Option<String>,
+}
+
+/// A manifest as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRecord {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// The exact bytes pushed.
+    pub content: Bytes,
+    /// The subject digest, for referrers.
+    pub subject: Option<Digest>,
+    /// The artifact type, for referrers.
+    pub artifact_type: Option<String>,
+    /// Top-level annotations, for referrers.
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A page of names (tags or repositories), sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Page {
+    /// The names.
+    pub items: Vec<String>,
+    /// Whether more names follow the last one.
+    pub more: bool,
+}
+
+/// Upload sessions.
+///
+/// # Behavior
+///
+/// - `get_upload` of an unknown id fails with `NotFound`.
+/// - `append_upload_part` is a compare-and-set on the session's size: it succeeds only when the
+///   session still holds `expected_size` bytes, and fails with `Conflict` otherwise (another
+///   chunk got there first), or `NotFound` when the session is gone.
+/// - `delete_upload` of an unknown id succeeds.
+#[async_trait]
+pub trait UploadStore: Send + Sync {
+    /// Opens a session.
+    async fn create_upload(
+        &self,
+        id: &str,
+        repository: &RepositoryName,
+        location: &LocationId,
+    ) -> Result<()>;
+    /// Reads a session with its parts.
+    async fn get_upload(&self, id: &str) -> Result<UploadRecord>;
+    /// Records a part; returns the session's new size.
+    async fn append_upload_part(
+        &self,
+        id: &str,
+        expected_size: u64,
+        part: &UploadPart,
+    ) -> Result<u64>;
+    /// Removes a session and its part records (not the part objects).
+    async fn delete_upload(&self, id: &str) -> Result<()>;
+    /// Sessions not updated since `before`, oldest first, at most `limit`.
+    async fn stale_uploads(&self, before: TimestampMs, limit: u64) -> Result<Vec<UploadRecord>>;
+}
+
+/// Blobs, their placements, and which repositories link them.
+///
+/// # Behavior
+///
+/// - `commit_blob` is one transaction: the repository (created if new), the blob (kept if it
+///   exists), its placement in the commit's location, the link into the repository, and the
+///   removal of the upload session. Committing the same blob twice is not an error.
+/// - `repository_blob` answers only for blobs linked into that repository.
+/// - `delete_blob_if_unreferenced` removes a blob and its placements only when no repository
+///   links it, and returns the locations that held it.
+#[async_trait]
+pub trait BlobIndex: Send + Sync {
+    /// Records a finished, verified blob.
+    async fn commit_blob(&self, commit: &BlobCommit) -> Result<()>;
+    /// A blob by digest, with its placements, if known anywhere.
+    async fn get_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>>;
+    /// A blob linked into `repository`, with its placements.
+    async fn repository_blob(
+        &self,
+        repository: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<BlobRecord>>;
+    /// Links an existing blob into `repository` (creating the repository). Returns false when
+    /// the blob is unknown.
+    async fn link_blob(&self, repository: &RepositoryName, digest: &Digest) -> Result<bool>;
+    /// Removes the link of a blob from `repository`. Returns false when it was not linked.
+    async fn unlink_blob(&self, repository: &RepositoryName, digest: &Digest) -> Result<bool>;
+    /// Deletes the blob's records when no repository links it; returns its former locations.
+    async fn delete_blob_if_unreferenced(&self, digest: &Digest)
+        -> Result<Option<Vec<LocationId>>>;
+}
+
+/// A manifest to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewManifest {
+    /// The manifest itself.
+    pub record: ManifestRecord,
+    /// The tag to point at it, if pushed by tag.
+    pub tag: Option<Tag>,
+}
+
+/// Manifests, tags, referrers and the catalog.
+///
+/// # Behavior
+///
+/// - `put_manifest` is one transaction: the repository (created if new), the manifest (kept
+///   when the same digest exists), and the tag (moved when it pointed elsewhere).
+/// - `get_manifest` resolves a tag or a digest within the repository.
+/// - `delete_manifest` removes the manifest and every tag pointing at it.
+/// - `list_tags` returns `None` for an unknown repository; pages are sorted and start after
+///   `last`.
+#[async_trait]
+pub trait ManifestIndex: Send + Sync {
+    /// Stores a manifest (and tag).
+    async fn put_manifest(&self, repository: &RepositoryName, manifest: &NewManifest)
+        -> Result<()>;
+    /// Finds a manifest by tag or digest.
+    async fn get_manifest(
+        &self,
+        repository: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>>;
+    /// Deletes a manifest by digest with its tags. Returns false when it was not there.
+    async fn delete_manifest(&self, repository: &RepositoryName, digest: &Digest) -> Result<bool>;
+    /// Deletes a tag. Returns false when it was not there.
+    async fn delete_tag(&self, repository: &RepositoryName, tag: &Tag) -> Result<bool>;
+    /// A page of the repository's tags.
+    async fn list_tags(
+        &self,
+        repository: &RepositoryName,
+        last: Option<&str>,
+        limit: u64,
+    ) -> Result<Option<Page>>;
+    /// Manifests of the repository whose subject is `subject`.
+    async fn referrers(
+        &self,
+        repository: &RepositoryName,
+        subject: &Digest,
+    ) -> Result<Vec<ManifestRecord>>;
+    /// A page of repository names.
+    async fn catalog(&self, last: Option<&str>, limit: u64) -> Result<Page>;
+}
+
+/// The whole metadata store.
+pub trait MetadataStore: UploadStore + BlobIndex + ManifestIndex + std::fmt::Debug {}
+
+impl<T: UploadStore + BlobIndex + ManifestIndex + std::fmt::Debug> MetadataStore for T {}

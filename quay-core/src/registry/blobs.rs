@@ -1,0 +1,197 @@
+//! Blob reads (routed to the closest location that holds the blob), stats and deletes.
+
+use std::ops::Range;
+
+use futures::StreamExt;
+use tracing::{instrument, warn};
+
+use super::route::order_placements;
+use super::Registry;
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::metadata::BlobRecord;
+use crate::names::{LocationId, RepositoryName};
+use crate::range::ByteRange;
+use crate::storage::ByteStream;
+
+/// How a blob's bytes reach the client.
+pub enum BlobBody {
+    /// Streamed through this instance from `location`.
+    Stream {
+        /// The location read from.
+        location: LocationId,
+        /// The bytes (of the range, if one was asked).
+        stream: ByteStream,
+    },
+    /// Fetched by the client from a presigned URL of `location`.
+    Redirect {
+        /// The location the URL points into.
+        location: LocationId,
+        /// The presigned URL.
+        url: String,
+    },
+}
+
+impl std::fmt::Debug for BlobBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobBody::Stream { location, .. } => write!(f, "Stream({location})"),
+            // The URL carries a signature: keep it out of logs.
+            BlobBody::Redirect { location, .. } => write!(f, "Redirect({location})"),
+        }
+    }
+}
+
+/// A blob read: its size, the byte range served (if partial) and the body.
+#[derive(Debug)]
+pub struct BlobRead {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// The whole blob's size.
+    pub size: u64,
+    /// The half-open range served, when a range was asked.
+    pub range: Option<Range<u64>>,
+    /// The bytes, or where to fetch them.
+    pub body: BlobBody,
+}
+
+fn blob_unknown(digest: &Digest) -> Error {
+    Error::new(
+        ErrorKind::BlobUnknown,
+        format!("blob {digest} is not known to this repository"),
+    )
+}
+
+impl Registry {
+    /// A blob's record (size and placements) from the metadata store alone.
+    pub async fn stat_blob(
+        &self,
+        repository: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<BlobRecord> {
+        self.inner
+            .metadata
+            .repository_blob(repository, digest)
+            .await?
+            .ok_or_else(|| blob_unknown(digest))
+    }
+
+    /// The order in which this instance reads the locations holding `blob`.
+    pub fn read_order(&self, blob: &BlobRecord) -> Vec<LocationId> {
+        order_placements(&self.inner.config.preference, &blob.locations)
+    }
+
+    /// Opens a blob for reading from the closest location that holds it, trying the next one
+    /// when a location fails. A `range` that cannot be satisfied is
+    /// [`ErrorKind::RangeInvalid`]; when no location can serve it, [`ErrorKind::Unavailable`].
+    #[instrument(skip(self), fields(repository = %repository, digest = %digest))]
+    pub async fn read_blob(
+        &self,
+        repository: &RepositoryName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<BlobRead> {
+        let blob = self.stat_blob(repository, digest).await?;
+        let range = match range {
+            Some(r) => Some(r.resolve(blob.size)?),
+            None => None,
+        };
+        let path = digest.object_path();
+        let mut last_error: Option<Error> = None;
+        for location in self.read_order(&blob) {
+            let Ok(storage) = self.location(&location) else {
+                continue;
+            };
+            if !self.inner.config.proxy_storage && storage.capabilities().presign && range.is_none()
+            {
+                match storage
+                    .presign_read(&path, self.inner.config.presign_expiry)
+                    .await
+                {
+                    Ok(url) => {
+                        return Ok(BlobRead {
+                            digest: digest.clone(),
+                            size: blob.size,
+                            range,
+                            body: BlobBody::Redirect { location, url },
+                        })
+                    }
+                    Err(e) => {
+                        warn!(%location, error = %e, "presign failed, trying the next location");
+                        last_error = Some(e);
+                        continue;
+                    }
+                }
+            }
+            match open_checked(storage.read(&path, range.clone()).await, blob.size == 0).await {
+                Ok(stream) => {
+                    return Ok(BlobRead {
+                        digest: digest.clone(),
+                        size: blob.size,
+                        range,
+                        body: BlobBody::Stream { location, stream },
+                    })
+                }
+                Err(e) => {
+                    warn!(%location, error = %e, "blob read failed, trying the next location");
+                    last_error = Some(e.with_context("location", &location));
+                }
+            }
+        }
+        let mut err = Error::new(
+            ErrorKind::Unavailable,
+            format!("blob {digest} could not be read from any storage location that holds it"),
+        );
+        if let Some(e) = last_error {
+            err = err.with_source(e);
+        }
+        Err(err)
+    }
+
+    /// Removes a blob from a repository. When no repository links it any more, its records and
+    /// stored copies are deleted.
+    #[instrument(skip(self), fields(repository = %repository, digest = %digest))]
+    pub async fn delete_blob(&self, repository: &RepositoryName, digest: &Digest) -> Result<()> {
+        if !self.inner.metadata.unlink_blob(repository, digest).await? {
+            return Err(blob_unknown(digest));
+        }
+        if let Some(locations) = self
+            .inner
+            .metadata
+            .delete_blob_if_unreferenced(digest)
+            .await?
+        {
+            let path = digest.object_path();
+            for location in locations {
+                match self.location(&location) {
+                    Ok(storage) => {
+                        if let Err(e) = storage.delete(&path).await {
+                            warn!(%location, error = %e, "could not delete a blob's stored copy");
+                        }
+                    }
+                    Err(e) => warn!(%location, error = %e, "blob copy left in an unknown location"),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the first chunk before answering, so that a location that fails at once is detected
+/// while another can still be tried.
+async fn open_checked(opened: Result<ByteStream>, empty: bool) -> Result<ByteStream> {
+    let mut stream = opened?;
+    if empty {
+        return Ok(stream);
+    }
+    match stream.next().await {
+        Some(Ok(first)) => Ok(Box::pin(
+            futures::stream::once(async move { Ok(first) }).chain(stream),
+        )),
+        Some(Err(e)) => Err(e),
+        None => Err(Error::new(
+            ErrorKind::Unavailable,
+            "stored blob is empty but its record says otherwise",
+        )),
+    }
+}

@@ -1,0 +1,137 @@
+//! The engine: upload sessions, blob commit, read routing across locations, manifests, tags.
+//!
+//! [`Registry`] is what the HTTP frontend (and any embedding service) calls. It owns no I/O:
+//! it drives a [`MetadataStore`] and one [`StorageEngine`] per storage location.
+
+mod blobs;
+mod manifests;
+pub mod route;
+mod stream;
+mod uploads;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::metadata::MetadataStore;
+use crate::names::LocationId;
+use crate::storage::StorageEngine;
+
+pub use blobs::{BlobBody, BlobRead};
+pub use manifests::{accepts, ManifestPut, TagPage};
+pub use uploads::UploadStatus;
+
+/// How the engine behaves, independent of which backends it runs on.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// This instance's storage preference, nearest first. New uploads go to the first; reads
+    /// come from the first that holds the blob. Every id must name a configured location.
+    pub preference: Vec<LocationId>,
+    /// Stream blobs through the server even when the location can presign URLs
+    /// (Quay's `FEATURE_PROXY_STORAGE`).
+    pub proxy_storage: bool,
+    /// How long a presigned blob URL stays valid.
+    pub presign_expiry: Duration,
+}
+
+impl RegistryConfig {
+    /// A configuration that prefers `preference` (nearest first) and streams blobs.
+    pub fn new(preference: Vec<LocationId>) -> Self {
+        RegistryConfig {
+            preference,
+            proxy_storage: true,
+            presign_expiry: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The registry engine: composes a metadata store and storage locations.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    metadata: Arc<dyn MetadataStore>,
+    locations: BTreeMap<LocationId, Arc<dyn StorageEngine>>,
+    config: RegistryConfig,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field(
+                "locations",
+                &self.inner.locations.keys().collect::<Vec<_>>(),
+            )
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Builds an engine. Fails with [`ErrorKind::Config`] when the preference is empty or
+    /// names a location that is not in `locations`.
+    pub fn new(
+        metadata: Arc<dyn MetadataStore>,
+        locations: BTreeMap<LocationId, Arc<dyn StorageEngine>>,
+        config: RegistryConfig,
+    ) -> Result<Self> {
+        if config.preference.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "the storage preference names no location",
+            ));
+        }
+        for id in &config.preference {
+            if !locations.contains_key(id) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "the storage preference names {id}, which is not a configured location"
+                    ),
+                ));
+            }
+        }
+        Ok(Registry {
+            inner: Arc::new(Inner {
+                metadata,
+                locations,
+                config,
+            }),
+        })
+    }
+
+    /// The metadata store.
+    pub fn metadata(&self) -> &Arc<dyn MetadataStore> {
+        &self.inner.metadata
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.inner.config
+    }
+
+    /// The configured locations.
+    pub fn locations(&self) -> &BTreeMap<LocationId, Arc<dyn StorageEngine>> {
+        &self.inner.locations
+    }
+
+    fn location(&self, id: &LocationId) -> Result<&Arc<dyn StorageEngine>> {
+        self.inner.locations.get(id).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("storage location {id} is not configured on this instance"),
+            )
+            .with_context("location", id)
+        })
+    }
+
+    /// The location new uploads are written to.
+    fn write_location(&self) -> &LocationId {
+        // `new` guarantees the preference is non-empty.
+        &self.inner.config.preference[0]
+    }
+}

@@ -1,0 +1,62 @@
+//! Read routing: in which order the locations holding a blob are tried.
+
+use crate::names::LocationId;
+
+/// Orders the locations that hold a blob for reading: those in `preference` first, in
+/// preference order, then the others in their given order. Every placement appears exactly
+/// once; duplicates in the input are dropped.
+pub fn order_placements(preference: &[LocationId], placements: &[LocationId]) -> Vec<LocationId> {
+    let mut ordered: Vec<LocationId> = Vec::with_capacity(placements.len());
+    for preferred in preference {
+        if placements.contains(preferred) && !ordered.contains(preferred) {
+            ordered.push(preferred.clone());
+        }
+    }
+    for placement in placements {
+        if !ordered.contains(placement) {
+            ordered.push(placement.clone());
+        }
+    }
+    ordered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ids(names: &[&str]) -> Vec<LocationId> {
+        names.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn preferred_first_then_the_rest() {
+        let order = order_placements(&ids(&["eu", "us"]), &ids(&["ap", "us", "eu"]));
+        assert_eq!(order, ids(&["eu", "us", "ap"]));
+    }
+
+    proptest! {
+        #[test]
+        fn order_holds_every_placement_once_preferred_first(
+            preference in proptest::collection::vec("[a-e]", 0..6),
+            placements in proptest::collection::vec("[a-h]", 0..8),
+        ) {
+            let pref: Vec<LocationId> = preference.iter().map(|s| s.parse().unwrap()).collect();
+            let places: Vec<LocationId> = placements.iter().map(|s| s.parse().unwrap()).collect();
+            let order = order_placements(&pref, &places);
+            // Every placement exactly once, nothing else.
+            let mut distinct = places.clone();
+            distinct.sort();
+            distinct.dedup();
+            let mut got = order.clone();
+            got.sort();
+            prop_assert_eq!(&got, &distinct);
+            // Preferred placements come first, in preference order.
+            let first_pos = |id: &LocationId| pref.iter().position(|p| p == id);
+            let preferred: Vec<&LocationId> = order.iter().take_while(|id| first_pos(id).is_some()).collect();
+            prop_assert!(order.iter().skip(preferred.len()).all(|id| first_pos(id).is_none()));
+            let positions: Vec<usize> = preferred.iter().filter_map(|id| first_pos(id)).collect();
+            prop_assert!(positions.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+}

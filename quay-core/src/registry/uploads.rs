@@ -1,0 +1,377 @@
+//! Upload sessions: open, append chunks, finish with a verified commit, cancel, mount.
+//!
+//! Each chunk is its own object (`uploads/<id>/<offset>-<nonce>`) in the session's location
+//! and its own row in the metadata store, appended with a compare-and-set on the session size.
+//! So consecutive chunks may be taken by different instances sharing the database, and a chunk
+//! that arrives out of order is refused without harming the session.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tracing::{debug, instrument, warn};
+
+use super::stream::{concat, tap};
+use super::Registry;
+use crate::digest::{Algorithm, Digest};
+use crate::error::{Error, ErrorKind, Result};
+use crate::metadata::{BlobCommit, UploadPart, UploadRecord};
+use crate::names::{LocationId, RepositoryName};
+use crate::storage::{ByteStream, StorageEngine};
+
+/// Where an upload session stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStatus {
+    /// The session id.
+    pub id: String,
+    /// Bytes received so far.
+    pub size: u64,
+}
+
+fn upload_unknown(id: &str) -> Error {
+    let shown: String = id.chars().take(64).collect();
+    Error::new(
+        ErrorKind::BlobUploadUnknown,
+        format!("upload session {shown:?} is not known"),
+    )
+}
+
+fn valid_session_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+impl Registry {
+    /// Opens an upload session in this instance's write location.
+    #[instrument(skip(self), fields(repository = %repository))]
+    pub async fn start_upload(&self, repository: &RepositoryName) -> Result<UploadStatus> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let location = self.write_location().clone();
+        self.inner
+            .metadata
+            .create_upload(&id, repository, &location)
+            .await?;
+        debug!(upload = %id, %location, "upload session opened");
+        Ok(UploadStatus { id, size: 0 })
+    }
+
+    async fn session(&self, repository: &RepositoryName, id: &str) -> Result<UploadRecord> {
+        if !valid_session_id(id) {
+            return Err(upload_unknown(id));
+        }
+        match self.inner.metadata.get_upload(id).await {
+            Ok(rec) if &rec.repository == repository => Ok(rec),
+            Ok(_) => Err(upload_unknown(id)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(upload_unknown(id)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The status of a session.
+    pub async fn upload_status(
+        &self,
+        repository: &RepositoryName,
+        id: &str,
+    ) -> Result<UploadStatus> {
+        let rec = self.session(repository, id).await?;
+        Ok(UploadStatus {
+            id: rec.id,
+            size: rec.size,
+        })
+    }
+
+    /// Appends a chunk. With `range` (from `Content-Range`), the chunk must start where the
+    /// session ends, else [`ErrorKind::RangeInvalid`] and the session is unchanged; the bytes
+    /// received must fill the range exactly, else [`ErrorKind::BlobUploadInvalid`].
+    #[instrument(skip(self, body), fields(repository = %repository, upload = %id))]
+    pub async fn upload_chunk(
+        &self,
+        repository: &RepositoryName,
+        id: &str,
+        range: Option<Range<u64>>,
+        body: ByteStream,
+    ) -> Result<UploadStatus> {
+        let rec = self.session(repository, id).await?;
+        if let Some(r) = &range {
+            if r.start != rec.size {
+                return Err(Error::new(
+                    ErrorKind::RangeInvalid,
+                    format!(
+                        "chunk starts at byte {} but the upload holds {} bytes",
+                        r.start, rec.size
+                    ),
+                ));
+            }
+        }
+        let storage = self.location(&rec.location)?.clone();
+        let path = format!(
+            "uploads/{}/{:020}-{}",
+            rec.id,
+            rec.size,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let (body, seen) = tap(body, Some(Algorithm::Sha256), None);
+        if let Err(e) = storage.write(&path, body).await {
+            remove_quietly(&storage, &path, &rec.location).await;
+            return Err(e);
+        }
+        let tapped = seen.finish();
+        if let Some(r) = &range {
+            if tapped.bytes != r.end - r.start {
+                remove_quietly(&storage, &path, &rec.location).await;
+                return Err(Error::new(
+                    ErrorKind::BlobUploadInvalid,
+                    format!(
+                        "Content-Range announced {} bytes but {} arrived",
+                        r.end - r.start,
+                        tapped.bytes
+                    ),
+                ));
+            }
+        }
+        if tapped.bytes == 0 {
+            remove_quietly(&storage, &path, &rec.location).await;
+            return Ok(UploadStatus {
+                id: rec.id,
+                size: rec.size,
+            });
+        }
+        let part = UploadPart {
+            offset: rec.size,
+            size: tapped.bytes,
+            path: path.clone(),
+            sha256: tapped.digest,
+        };
+        match self
+            .inner
+            .metadata
+            .append_upload_part(&rec.id, rec.size, &part)
+            .await
+        {
+            Ok(size) => Ok(UploadStatus { id: rec.id, size }),
+            Err(e) => {
+                remove_quietly(&storage, &path, &rec.location).await;
+                match e.kind() {
+                    ErrorKind::Conflict => Err(Error::new(
+                        ErrorKind::RangeInvalid,
+                        "another chunk was appended to this upload first",
+                    )),
+                    ErrorKind::NotFound => Err(upload_unknown(id)),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Finishes an upload: appends the optional last chunk, verifies the digest of all bytes,
+    /// moves the blob to its content-addressed path and commits blob, placement and link in
+    /// one transaction. On a digest mismatch nothing is recorded, the session and its parts are
+    /// removed, and the error is [`ErrorKind::DigestInvalid`].
+    #[instrument(skip(self, last_chunk), fields(repository = %repository, upload = %id, digest = %digest))]
+    pub async fn finish_upload(
+        &self,
+        repository: &RepositoryName,
+        id: &str,
+        digest: &Digest,
+        last_chunk: Option<ByteStream>,
+    ) -> Result<Digest> {
+        if let Some(chunk) = last_chunk {
+            self.upload_chunk(repository, id, None, chunk).await?;
+        }
+        let rec = self.session(repository, id).await?;
+        let storage = self.location(&rec.location)?.clone();
+        let mut parts = rec.parts.clone();
+        parts.sort_by_key(|p| p.offset);
+        let mut expected = 0;
+        for p in &parts {
+            if p.offset != expected {
+                return Err(Error::internal(format!(
+                    "upload {} has a gap at byte {expected}",
+                    rec.id
+                )));
+            }
+            expected += p.size;
+        }
+        let final_path = digest.object_path();
+        let already_placed = self
+            .inner
+            .metadata
+            .get_blob(digest)
+            .await?
+            .is_some_and(|b| b.locations.contains(&rec.location));
+
+        // Verify, and produce a verified object to move into place (unless one is there).
+        let single_verified = parts.len() == 1 && parts[0].sha256.as_ref() == Some(digest);
+        let mut source: Option<String> = None;
+        let verdict = if single_verified {
+            source = Some(parts[0].path.clone());
+            Ok(rec.size)
+        } else {
+            let paths: Vec<String> = parts.iter().map(|p| p.path.clone()).collect();
+            let (stream, seen) = tap(
+                concat(storage.clone(), paths),
+                Some(digest.algorithm()),
+                None,
+            );
+            let outcome = if already_placed {
+                drain(stream).await
+            } else {
+                let assembled = format!("uploads/{}/assembled", rec.id);
+                source = Some(assembled.clone());
+                storage.write(&assembled, stream).await.map(|_| ())
+            };
+            match outcome {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let t = seen.finish();
+                    match t.digest {
+                        Some(d) if &d == digest => Ok(t.bytes),
+                        Some(d) => Err(Error::new(
+                            ErrorKind::DigestInvalid,
+                            format!(
+                                "digest mismatch: the uploaded bytes hash to {d}, not {digest}"
+                            ),
+                        )),
+                        None => Err(Error::internal("digest not computed")),
+                    }
+                }
+            }
+        };
+        let size = match verdict {
+            Ok(size) => size,
+            Err(e) => {
+                if e.kind() == ErrorKind::DigestInvalid {
+                    self.discard_session(&rec, &storage).await;
+                }
+                return Err(e);
+            }
+        };
+        if !already_placed {
+            if let Some(src) = &source {
+                move_object(&storage, src, &final_path).await?;
+            } else {
+                // An empty upload: write the empty object.
+                let empty: ByteStream = Box::pin(futures::stream::empty());
+                storage.write(&final_path, empty).await?;
+            }
+        }
+        self.inner
+            .metadata
+            .commit_blob(&BlobCommit {
+                repository: repository.clone(),
+                digest: digest.clone(),
+                size,
+                location: rec.location.clone(),
+                upload_id: Some(rec.id.clone()),
+            })
+            .await?;
+        for p in &parts {
+            remove_quietly(&storage, &p.path, &rec.location).await;
+        }
+        if let Some(src) = &source {
+            remove_quietly(&storage, src, &rec.location).await;
+        }
+        debug!(size, location = %rec.location, "blob committed");
+        Ok(digest.clone())
+    }
+
+    /// Pushes a whole blob in one call (`POST ?digest=` with a body).
+    pub async fn put_blob(
+        &self,
+        repository: &RepositoryName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<Digest> {
+        let session = self.start_upload(repository).await?;
+        let result = self
+            .finish_upload(repository, &session.id, digest, Some(body))
+            .await;
+        if result.is_err() {
+            let _ = self.cancel_upload(repository, &session.id).await;
+        }
+        result
+    }
+
+    /// Cancels a session and removes its parts.
+    pub async fn cancel_upload(&self, repository: &RepositoryName, id: &str) -> Result<()> {
+        let rec = self.session(repository, id).await?;
+        let storage = self.location(&rec.location)?.clone();
+        self.discard_session(&rec, &storage).await;
+        Ok(())
+    }
+
+    async fn discard_session(&self, rec: &UploadRecord, storage: &Arc<dyn StorageEngine>) {
+        if let Err(e) = self.inner.metadata.delete_upload(&rec.id).await {
+            warn!(upload = %rec.id, error = %e, "could not delete upload session");
+        }
+        for p in &rec.parts {
+            remove_quietly(storage, &p.path, &rec.location).await;
+        }
+        remove_quietly(
+            storage,
+            &format!("uploads/{}/assembled", rec.id),
+            &rec.location,
+        )
+        .await;
+    }
+
+    /// Removes upload sessions idle since before `before_ms` and their parts. Returns how many.
+    pub async fn expire_uploads(&self, before_ms: i64) -> Result<usize> {
+        let stale = self.inner.metadata.stale_uploads(before_ms, 1000).await?;
+        for rec in &stale {
+            match self.location(&rec.location) {
+                Ok(storage) => {
+                    let storage = storage.clone();
+                    self.discard_session(rec, &storage).await;
+                }
+                Err(e) => warn!(upload = %rec.id, error = %e, "cannot expire upload"),
+            }
+        }
+        Ok(stale.len())
+    }
+
+    /// Links a blob that `from` holds into `repository` (cross-repository mount). Returns false
+    /// when `from` does not hold it, so the caller opens an upload session instead.
+    pub async fn mount_blob(
+        &self,
+        repository: &RepositoryName,
+        from: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<bool> {
+        if self
+            .inner
+            .metadata
+            .repository_blob(from, digest)
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        self.inner.metadata.link_blob(repository, digest).await
+    }
+}
+
+async fn drain(mut stream: ByteStream) -> Result<()> {
+    while let Some(chunk) = stream.next().await {
+        chunk?;
+    }
+    Ok(())
+}
+
+/// Moves an object inside one location: rename, else server-side copy, else a streamed copy.
+async fn move_object(storage: &Arc<dyn StorageEngine>, from: &str, to: &str) -> Result<()> {
+    let caps = storage.capabilities();
+    if caps.rename {
+        return storage.rename(from, to).await;
+    }
+    if caps.copy {
+        return storage.copy(from, to).await;
+    }
+    let stream = storage.read(from, None).await?;
+    storage.write(to, stream).await.map(|_| ())
+}
+
+async fn remove_quietly(storage: &Arc<dyn StorageEngine>, path: &str, location: &LocationId) {
+    if let Err(e) = storage.delete(path).await {
+        warn!(%location, path, error = %e, "could not remove a temporary upload object");
+    }
+}

@@ -1,0 +1,97 @@
+//! The [`StorageEngine`] trait: one storage location's blob store.
+
+use std::fmt;
+use std::ops::Range;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A stream of bytes, as read from or written to storage and HTTP bodies.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send + 'static>>;
+
+/// What is known about a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Optional abilities a backend declares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageCapabilities {
+    /// [`StorageEngine::presign_read`] returns URLs a client may fetch directly.
+    pub presign: bool,
+    /// [`StorageEngine::copy`] copies inside the backend without streaming through us.
+    pub copy: bool,
+    /// [`StorageEngine::rename`] moves an object atomically inside the backend.
+    pub rename: bool,
+}
+
+/// One storage location's object store, addressed by relative paths such as
+/// `sha256/ab/abcdef…` or `uploads/<id>/<part>`.
+///
+/// # Behavior
+///
+/// - `stat` and `read` of a missing object fail with [`ErrorKind::NotFound`].
+/// - `read` with a range returns exactly the bytes of that range; a range past the end is an
+///   error of kind [`ErrorKind::RangeInvalid`] or [`ErrorKind::Internal`], never a panic.
+/// - `write` streams: it never holds the whole object in memory. It returns the number of
+///   bytes written. Overwriting an object replaces it.
+/// - `delete` of a missing object succeeds.
+/// - `list` returns every object path under a prefix (recursively), in no set order.
+/// - Failures of the backend's service are [`ErrorKind::Unavailable`] or
+///   [`ErrorKind::Timeout`] and marked temporary.
+/// - `copy`, `rename` and `presign_read` are optional; backends that lack them answer
+///   [`ErrorKind::Unsupported`] and say so in [`StorageEngine::capabilities`].
+#[async_trait]
+pub trait StorageEngine: Send + Sync + fmt::Debug + 'static {
+    /// What optional operations the backend supports.
+    fn capabilities(&self) -> StorageCapabilities;
+
+    /// Size of the object at `path`.
+    async fn stat(&self, path: &str) -> Result<ObjectMeta>;
+
+    /// Streams the object at `path`, or the byte `range` of it.
+    async fn read(&self, path: &str, range: Option<Range<u64>>) -> Result<ByteStream>;
+
+    /// Writes `data` to `path`, returning the number of bytes written.
+    async fn write(&self, path: &str, data: ByteStream) -> Result<u64>;
+
+    /// Deletes the object at `path`; a missing object is not an error.
+    async fn delete(&self, path: &str) -> Result<()>;
+
+    /// Every object path under `prefix`.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// A cheap check that the backend answers (a read probe, not a write).
+    async fn probe(&self) -> Result<()>;
+
+    /// Copies `from` to `to` inside this backend.
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let _ = (from, to);
+        Err(Error::new(ErrorKind::Unsupported, "copy is not supported"))
+    }
+
+    /// Moves `from` to `to` inside this backend.
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let _ = (from, to);
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "rename is not supported",
+        ))
+    }
+
+    /// A URL from which a client can read the object for `expires`.
+    async fn presign_read(&self, path: &str, expires: Duration) -> Result<String> {
+        let _ = (path, expires);
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "presigned reads are not supported",
+        ))
+    }
+}

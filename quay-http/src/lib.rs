@@ -1,0 +1,66 @@
+//! # quay-http
+//!
+//! The OCI Distribution API v1.1 over HTTP, on axum and hyper, in front of a
+//! [`quay_core::Registry`]. [`router`] gives an [`axum::Router`] to serve or to nest into a
+//! larger application.
+//!
+//! Every error is an OCI error body (`{"errors":[{"code","message","detail"}]}`) with the code
+//! and status of one table ([`error::oci_code`]). Blob bodies stream in both directions; no
+//! handler holds a whole blob in memory. Manifests are limited to
+//! [`quay_core::manifest::MAX_MANIFEST_SIZE`].
+#![deny(missing_docs)]
+
+pub mod error;
+mod routes;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use quay_core::{ErrorKind, Registry};
+
+pub use routes::{parse_path, Endpoint};
+
+/// The header every `/v2/` response carries.
+pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The engine.
+    pub registry: Registry,
+}
+
+/// The OCI Distribution API routes for `registry`.
+pub fn router(registry: Registry) -> Router {
+    let state = AppState { registry };
+    Router::new()
+        .route("/v2", get(base))
+        .route("/v2/", get(base))
+        .route("/v2/_catalog", get(catalog))
+        .route("/v2/{*rest}", any(routes::dispatch))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(add_api_version))
+        .with_state(state)
+}
+
+async fn add_api_version(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+    resp
+}
+
+async fn base() -> Response {
+    (StatusCode::OK, [("content-type", "application/json")], "{}").into_response()
+}
+
+async fn catalog(State(state): State<AppState>, Query(params): Query<routes::Params>) -> Response {
+    routes::catalog(&state, &params)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn not_found() -> Response {
+    error::ApiError::new(ErrorKind::NotFound, "no such endpoint").into_response()
+}

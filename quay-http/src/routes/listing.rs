@@ -1,0 +1,101 @@
+//! `tags/list`, `referrers` and `_catalog`, with `n`/`last` paging and `Link` headers.
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use quay_core::manifest::media_types;
+use quay_core::{ErrorKind, Page};
+use serde_json::json;
+
+use super::blobs::parse_digest;
+use super::{repository, Params, Reply};
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Page size when the client gives no `n`.
+pub const DEFAULT_PAGE: u64 = 1000;
+/// The largest page served.
+pub const MAX_PAGE: u64 = 10_000;
+
+fn page_size(params: &Params) -> Result<u64, ApiError> {
+    match params.get("n") {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) => n.parse::<u64>().map(|n| n.min(MAX_PAGE)).map_err(|_| {
+            ApiError::new(ErrorKind::InvalidInput, format!("n={n:?} is not a number"))
+        }),
+    }
+}
+
+fn json_reply(value: serde_json::Value, link: Option<String>) -> Response {
+    let body = value.to_string();
+    let mut reply = Reply::new(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len().to_string());
+    if let Some(link) = link {
+        reply = reply.header(header::LINK, link);
+    }
+    reply.body(Body::from(body))
+}
+
+fn next_link(base: &str, n: u64, page: &Page) -> Option<String> {
+    match (page.more, page.items.last()) {
+        (true, Some(last)) => Some(format!("<{base}?n={n}&last={last}>; rel=\"next\"")),
+        _ => None,
+    }
+}
+
+pub(crate) async fn tags(
+    state: &AppState,
+    name: &str,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let repo = repository(name)?;
+    let n = page_size(params)?;
+    let last = params.get("last").map(String::as_str);
+    let page = state.registry.list_tags(&repo, last, n).await?;
+    let page = Page {
+        items: page.tags,
+        more: page.more,
+    };
+    let link = next_link(&format!("/v2/{repo}/tags/list"), n, &page);
+    Ok(json_reply(
+        json!({"name": repo.as_str(), "tags": page.items}),
+        link,
+    ))
+}
+
+pub(crate) async fn catalog(state: &AppState, params: &Params) -> Result<Response, ApiError> {
+    let n = page_size(params)?;
+    let last = params.get("last").map(String::as_str);
+    let page = state.registry.catalog(last, n).await?;
+    let link = next_link("/v2/_catalog", n, &page);
+    Ok(json_reply(json!({"repositories": page.items}), link))
+}
+
+pub(crate) async fn referrers(
+    state: &AppState,
+    name: &str,
+    digest: &str,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let repo = repository(name)?;
+    let digest = parse_digest(digest)?;
+    let artifact_type = params.get("artifactType").map(String::as_str);
+    let manifests = state
+        .registry
+        .referrers(&repo, &digest, artifact_type)
+        .await?;
+    let body = json!({
+        "schemaVersion": 2,
+        "mediaType": media_types::OCI_INDEX,
+        "manifests": manifests,
+    })
+    .to_string();
+    let mut reply = Reply::new(StatusCode::OK)
+        .header(header::CONTENT_TYPE, media_types::OCI_INDEX)
+        .header(header::CONTENT_LENGTH, body.len().to_string());
+    if artifact_type.is_some() {
+        reply = reply.named("oci-filters-applied", "artifactType");
+    }
+    Ok(reply.body(Body::from(body)))
+}

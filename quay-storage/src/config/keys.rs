@@ -1,0 +1,66 @@
+//! Which top-level keys are ours, which are Quay's and ignored, and which look misspelt.
+
+/// The keys this engine reads.
+pub(crate) const OURS: &[&str] = &[
+    "DISTRIBUTED_STORAGE_CONFIG",
+    "DISTRIBUTED_STORAGE_PREFERENCE",
+    "DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS",
+    "FEATURE_STORAGE_REPLICATION",
+    "FEATURE_PROXY_STORAGE",
+    "DB_URI",
+    "BUILDLOGS_REDIS",
+    "USER_EVENTS_REDIS",
+    "SERVER_HOSTNAME",
+    "SUPER_USERS",
+];
+
+/// Keys of Quay's that are close to ours in spelling but are real, distinct keys.
+const QUAY_NEAR_OURS: &[&str] = &["DB_URI_FILE", "SERVER_HOSTNAMES", "FEATURE_PROXY_CACHE"];
+
+/// How a key not in [`OURS`] is treated.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum KeyClass {
+    /// A Quay key (or any other key) this engine does not use.
+    QuayIgnored,
+    /// Probably a misspelling of one of ours.
+    Misspelt(&'static str),
+    /// Unknown and not close to ours: ignored too.
+    Unknown,
+}
+
+pub(crate) fn classify(key: &str) -> KeyClass {
+    if QUAY_NEAR_OURS.contains(&key) {
+        return KeyClass::QuayIgnored;
+    }
+    let upper = key.to_ascii_uppercase();
+    let best = OURS
+        .iter()
+        .map(|ours| (edit_distance(&upper, ours), *ours))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((d, ours)) if d <= 2 || (upper == ours) => KeyClass::Misspelt(ours),
+        _ if key
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') =>
+        {
+            KeyClass::QuayIgnored
+        }
+        _ => KeyClass::Unknown,
+    }
+}
+
+/// Levenshtein distance over bytes.
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,20 @@
+//! # quay-storage
+//!
+//! Implementations of `quay-core`'s storage and metadata traits:
+//!
+//! - [`OpendalStorage`]: a [`quay_core::StorageEngine`] over Apache OpenDAL (fs and memory now).
+//! - [`SqlMetadataStore`]: a [`quay_core::MetadataStore`] over sea-orm, on SQLite (the embedded
+//!   default) and PostgreSQL, with its own schema migrations.
+//!
+//! With the `testkit` feature, [`testkit`] exposes the conformance suites that every
+//! implementation of those traits must pass, so a downstream backend can run the same cases.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod opendal;
+pub mod sql;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use crate::opendal::OpendalStorage;
+pub use crate::sql::SqlMetadataStore;

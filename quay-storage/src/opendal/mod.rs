@@ -1,0 +1,232 @@
+//! [`OpendalStorage`]: a storage location over an Apache OpenDAL operator.
+//!
+//! Cross-cutting concerns (timeouts, retries, fault injection) are wrappers around the
+//! `StorageEngine` trait, not code in here.
+
+mod error;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use opendal::Operator;
+use quay_core::{
+    ByteStream, Error, ErrorKind, ObjectMeta, Result, StorageCapabilities, StorageEngine,
+};
+
+/// Bytes a writer gathers before it sends a part to the backend (multipart uploads on object
+/// stores). Memory per write is about `WRITE_CHUNK × WRITE_CONCURRENCY`.
+pub const WRITE_CHUNK: usize = 8 * 1024 * 1024;
+/// Parts of one write in flight at once.
+pub const WRITE_CONCURRENCY: usize = 2;
+/// Bytes fetched per read request.
+pub const READ_CHUNK: usize = 4 * 1024 * 1024;
+
+/// A storage location backed by an OpenDAL [`Operator`].
+#[derive(Clone)]
+pub struct OpendalStorage {
+    op: Operator,
+    name: String,
+    chunked_writes: bool,
+    presign: bool,
+}
+
+impl fmt::Debug for OpendalStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The operator's configuration may hold credentials: show only the scheme.
+        f.debug_struct("OpendalStorage")
+            .field("name", &self.name)
+            .field("scheme", &self.op.info().scheme().to_string())
+            .finish()
+    }
+}
+
+impl OpendalStorage {
+    /// Wraps an operator; `name` is used in errors and logs (e.g. the location id).
+    pub fn new(op: Operator, name: impl Into<String>) -> Self {
+        let caps = op.info().capability();
+        let scheme = op.info().scheme().to_string();
+        OpendalStorage {
+            chunked_writes: caps.write_can_multi && scheme != "fs",
+            presign: caps.presign_read,
+            op,
+            name: name.into(),
+        }
+    }
+
+    /// A location on the local filesystem under `root` (created if missing). Writes go to a
+    /// temporary file and are renamed into place, so a partial object is never visible.
+    pub fn fs(root: &Path, name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let root_str = root.to_string_lossy().to_string();
+        let tmp = root.join(".tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| {
+            Error::new(ErrorKind::Config, "cannot create the storage directory")
+                .with_context("location", &name)
+                .with_context("path", &root_str)
+                .with_source(e)
+        })?;
+        let builder = opendal::services::Fs::default()
+            .root(&root_str)
+            .atomic_write_dir(&tmp.to_string_lossy());
+        let op =
+            Operator::new(builder).map_err(|e| error::map(e, &name, "configure", &root_str))?;
+        Ok(Self::new(op, name))
+    }
+
+    /// A location in memory, for tests and examples.
+    pub fn memory(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let op = Operator::new(opendal::services::Memory::default())
+            .map_err(|e| error::map(e, &name, "configure", ""))?;
+        Ok(Self::new(op, name))
+    }
+
+    /// The underlying operator.
+    pub fn operator(&self) -> &Operator {
+        &self.op
+    }
+
+    fn err(&self, e: opendal::Error, operation: &'static str, path: &str) -> Error {
+        error::map(e, &self.name, operation, path)
+    }
+}
+
+#[async_trait]
+impl StorageEngine for OpendalStorage {
+    fn capabilities(&self) -> StorageCapabilities {
+        let caps = self.op.info().capability();
+        StorageCapabilities {
+            presign: self.presign,
+            copy: caps.copy,
+            rename: caps.rename,
+        }
+    }
+
+    async fn stat(&self, path: &str) -> Result<ObjectMeta> {
+        let meta = self
+            .op
+            .stat(path)
+            .await
+            .map_err(|e| self.err(e, "stat", path))?;
+        if meta.is_dir() {
+            return Err(Error::not_found("not an object").with_context("path", path));
+        }
+        Ok(ObjectMeta {
+            size: meta.content_length(),
+        })
+    }
+
+    async fn read(&self, path: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+        let reader = self
+            .op
+            .reader_with(path)
+            .chunk(READ_CHUNK)
+            .await
+            .map_err(|e| self.err(e, "read", path))?;
+        let stream = match range {
+            Some(r) => reader.into_bytes_stream(r).await,
+            None => reader.into_bytes_stream(..).await,
+        }
+        .map_err(|e| self.err(e, "read", path))?;
+        let name = self.name.clone();
+        let owned = path.to_owned();
+        Ok(Box::pin(stream.map(move |chunk| {
+            chunk.map_err(|e| error::map_io(e, &name, &owned))
+        })))
+    }
+
+    async fn write(&self, path: &str, mut data: ByteStream) -> Result<u64> {
+        let mut builder = self.op.writer_with(path);
+        if self.chunked_writes {
+            builder = builder.chunk(WRITE_CHUNK).concurrent(WRITE_CONCURRENCY);
+        }
+        let mut writer = builder.await.map_err(|e| self.err(e, "write", path))?;
+        let mut written = 0u64;
+        while let Some(chunk) = data.next().await {
+            let outcome = match chunk {
+                Ok(bytes) => {
+                    written += bytes.len() as u64;
+                    writer
+                        .write(bytes)
+                        .await
+                        .map_err(|e| self.err(e, "write", path))
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
+                // Nothing partial may become visible.
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        }
+        writer
+            .close()
+            .await
+            .map_err(|e| self.err(e, "write", path))?;
+        Ok(written)
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        match self.op.delete(path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err(e, "delete", path)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let entries = match self.op.list_with(prefix).recursive(true).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e, "list", prefix)),
+        };
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.metadata().is_file())
+            .map(|e| e.path().to_owned())
+            .collect())
+    }
+
+    async fn probe(&self) -> Result<()> {
+        const PROBE: &str = "quay-health-probe";
+        match self.op.stat(PROBE).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err(e, "probe", PROBE)),
+        }
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        self.op
+            .copy(from, to)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(e, "copy", from))
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.op
+            .rename(from, to)
+            .await
+            .map_err(|e| self.err(e, "rename", from))
+    }
+
+    async fn presign_read(&self, path: &str, expires: Duration) -> Result<String> {
+        if !self.presign {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "presigned reads are not supported",
+            ));
+        }
+        let req = self
+            .op
+            .presign_read(path, expires)
+            .await
+            .map_err(|e| self.err(e, "presign", path))?;
+        Ok(req.uri().to_string())
+    }
+}

@@ -1,0 +1,200 @@
+//! [`BlobIndex`] for [`SqlMetadataStore`].
+
+use async_trait::async_trait;
+use quay_core::metadata::{now_ms, BlobCommit, BlobIndex, BlobRecord};
+use quay_core::{Digest, LocationId, RepositoryName, Result};
+use sea_orm::sea_query::{Expr, Query, SelectStatement};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+};
+
+use super::convert::{blob_record, location, to_db};
+use super::entities::{blob, blob_placement, repository_blob};
+use super::error::db_error;
+use super::uploads::delete_upload_rows;
+use super::{commit, ensure_repository, insert_if_absent, rollback, SqlMetadataStore};
+
+#[async_trait]
+impl BlobIndex for SqlMetadataStore {
+    async fn commit_blob(&self, record: &BlobCommit) -> Result<()> {
+        let op = "commit_blob";
+        let digest = record.digest.to_string();
+        let now = now_ms();
+        let size = to_db("blob size", record.size)?;
+
+        let txn = self.write_txn(op).await?;
+        ensure_repository(&txn, &record.repository, now, op).await?;
+        let blob_row = blob::ActiveModel {
+            digest: Set(digest.clone()),
+            size: Set(size),
+            created_at: Set(now),
+        };
+        let placement = blob_placement::ActiveModel {
+            digest: Set(digest.clone()),
+            location: Set(record.location.to_string()),
+            created_at: Set(now),
+        };
+        let link = repository_blob::ActiveModel {
+            repository: Set(record.repository.to_string()),
+            digest: Set(digest.clone()),
+            created_at: Set(now),
+        };
+        let with_digest = |e: quay_core::Error| e.with_context("digest", &record.digest);
+        insert_if_absent(&txn, blob_row, op).await.map_err(with_digest)?;
+        insert_if_absent(&txn, placement, op).await.map_err(with_digest)?;
+        insert_if_absent(&txn, link, op).await.map_err(with_digest)?;
+        if let Some(id) = &record.upload_id {
+            delete_upload_rows(&txn, id, op).await?;
+        }
+        commit(txn, op).await
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>> {
+        let op = "get_blob";
+        let txn = self.read_txn(op).await?;
+        let found = find_blob(&txn, digest, None, op).await;
+        commit(txn, op).await?;
+        found
+    }
+
+    async fn repository_blob(
+        &self,
+        repository: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<BlobRecord>> {
+        let op = "repository_blob";
+        let txn = self.read_txn(op).await?;
+        let found = find_blob(&txn, digest, Some(repository), op).await;
+        commit(txn, op).await?;
+        found
+    }
+
+    async fn link_blob(&self, repository: &RepositoryName, digest: &Digest) -> Result<bool> {
+        let op = "link_blob";
+        let err = |e: DbErr| db_error(op, e).with_context("digest", digest);
+        let now = now_ms();
+        let txn = self.write_txn(op).await?;
+        ensure_repository(&txn, repository, now, op).await?;
+        let known = blob::Entity::find_by_id(digest.to_string())
+            .one(&txn)
+            .await
+            .map_err(err)?
+            .is_some();
+        if !known {
+            // Also undoes the repository, which an unknown blob must not create.
+            rollback(txn, op).await?;
+            return Ok(false);
+        }
+        let link = repository_blob::ActiveModel {
+            repository: Set(repository.to_string()),
+            digest: Set(digest.to_string()),
+            created_at: Set(now),
+        };
+        insert_if_absent(&txn, link, op).await?;
+        commit(txn, op).await?;
+        Ok(true)
+    }
+
+    async fn unlink_blob(&self, repository: &RepositoryName, digest: &Digest) -> Result<bool> {
+        let op = "unlink_blob";
+        let deleted = repository_blob::Entity::delete_many()
+            .filter(repository_blob::Column::Repository.eq(repository.as_str()))
+            .filter(repository_blob::Column::Digest.eq(digest.to_string()))
+            .exec(&self.db)
+            .await
+            .map_err(|e| db_error(op, e).with_context("digest", digest))?;
+        Ok(deleted.rows_affected > 0)
+    }
+
+    async fn delete_blob_if_unreferenced(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<Vec<LocationId>>> {
+        let op = "delete_blob_if_unreferenced";
+        let err = |e: DbErr| db_error(op, e).with_context("digest", digest);
+        let key = digest.to_string();
+        let txn = self.write_txn(op).await?;
+
+        // Placements first (a write, and the foreign key wants them gone before the blob),
+        // guarded by the same "no links" condition as the blob.
+        let placements = Query::delete()
+            .from_table(blob_placement::Entity)
+            .and_where(blob_placement::Column::Digest.eq(key.clone()))
+            .and_where(Expr::exists(links_of(&key)).not())
+            .returning_col(blob_placement::Column::Location)
+            .to_owned();
+        let rows = txn
+            .query_all(txn.get_database_backend().build(&placements))
+            .await
+            .map_err(err)?;
+        let mut locations = rows
+            .iter()
+            .map(|row| {
+                let loc = row.try_get::<String>("", "location").map_err(err)?;
+                location(&loc)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        locations.sort();
+
+        let deleted = blob::Entity::delete_many()
+            .filter(blob::Column::Digest.eq(key.clone()))
+            .filter(Expr::exists(links_of(&key)).not())
+            .exec(&txn)
+            .await
+            .map_err(err)?;
+        if deleted.rows_affected > 0 {
+            commit(txn, op).await?;
+            return Ok(Some(locations));
+        }
+        // Nothing deleted: the blob is linked (possibly by a link committed between the two
+        // statements on Postgres, so the placements must come back), or it was never known.
+        let known = blob::Entity::find_by_id(key.clone())
+            .one(&txn)
+            .await
+            .map_err(err)?
+            .is_some();
+        rollback(txn, op).await?;
+        Ok(if known { None } else { Some(Vec::new()) })
+    }
+}
+
+/// `SELECT 1 FROM repository_blobs WHERE digest = ?`.
+fn links_of(digest: &str) -> SelectStatement {
+    Query::select()
+        .expr(Expr::val(1))
+        .from(repository_blob::Entity)
+        .and_where(repository_blob::Column::Digest.eq(digest))
+        .to_owned()
+}
+
+/// A blob with its placements, optionally only when linked into `repository`.
+async fn find_blob(
+    db: &impl ConnectionTrait,
+    digest: &Digest,
+    repository: Option<&RepositoryName>,
+    op: &'static str,
+) -> Result<Option<BlobRecord>> {
+    let err = |e: DbErr| db_error(op, e).with_context("digest", digest);
+    let key = digest.to_string();
+    let mut query = blob::Entity::find_by_id(key.clone());
+    if let Some(repository) = repository {
+        let linked = Query::select()
+            .column(repository_blob::Column::Digest)
+            .from(repository_blob::Entity)
+            .and_where(repository_blob::Column::Repository.eq(repository.as_str()))
+            .and_where(repository_blob::Column::Digest.eq(key.clone()))
+            .to_owned();
+        query = query.filter(blob::Column::Digest.in_subquery(linked));
+    }
+    let Some(row) = query.one(db).await.map_err(err)? else {
+        return Ok(None);
+    };
+    let placements = blob_placement::Entity::find()
+        .filter(blob_placement::Column::Digest.eq(key))
+        .order_by_asc(blob_placement::Column::CreatedAt)
+        .order_by_asc(blob_placement::Column::Location)
+        .all(db)
+        .await
+        .map_err(err)?;
+    blob_record(row, placements).map(Some)
+}

@@ -1,0 +1,94 @@
+//! Building connection pools from a database URL.
+//!
+//! The pools are built from sqlx's parsed options rather than through `sea_orm::Database`, so
+//! that SQLite gets its pragmas and pool shape, and so that no error message ever repeats the
+//! URL (it may hold a password).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use quay_core::{Error, ErrorKind, Result};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sea_orm::sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sea_orm::{DatabaseConnection, SqlxPostgresConnector, SqlxSqliteConnector};
+
+use super::error::sqlx_error;
+
+/// How long a SQLite writer waits for the database lock before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections of a file-backed SQLite pool: WAL lets readers run beside the one writer.
+const SQLITE_MAX_CONNECTIONS: u32 = 8;
+/// Connections of a Postgres pool.
+const POSTGRES_MAX_CONNECTIONS: u32 = 16;
+/// How long an operation waits for a pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Opens a pool for `url`: `sqlite:...` or `postgres://...` / `postgresql://...`.
+pub(crate) async fn open(url: &str) -> Result<DatabaseConnection> {
+    if url.starts_with("sqlite:") {
+        open_sqlite(url).await
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        open_postgres(url).await
+    } else {
+        let scheme: String = url
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(32)
+            .collect();
+        Err(Error::new(
+            ErrorKind::Config,
+            "unsupported metadata database URL: use sqlite:PATH or postgres://...",
+        )
+        .with_context("scheme", scheme))
+    }
+}
+
+async fn open_sqlite(url: &str) -> Result<DatabaseConnection> {
+    // An in-memory database lives as long as its connection: the pool keeps exactly one, for
+    // ever, so that every operation sees the same database.
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let mut options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| sqlx_error("connect", e))?
+        .foreign_keys(true)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT);
+    let pool = if in_memory {
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        SqlitePoolOptions::new().max_connections(SQLITE_MAX_CONNECTIONS)
+    };
+    let pool = pool
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|e| sqlx_error("connect", e).with_context("backend", "sqlite"))?;
+    Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+}
+
+async fn open_postgres(url: &str) -> Result<DatabaseConnection> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| sqlx_error("connect", e))?
+        .application_name("quay-rs");
+    let host = format!("{}:{}", options.get_host(), options.get_port());
+    let pool = PgPoolOptions::new()
+        .max_connections(POSTGRES_MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|e| {
+            sqlx_error("connect", e)
+                .with_context("backend", "postgres")
+                .with_context("host", host)
+        })?;
+    Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
+}

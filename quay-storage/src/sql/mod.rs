@@ -1,0 +1,204 @@
+//! [`SqlMetadataStore`]: the metadata store over sea-orm, on SQLite (the embedded default) and
+//! PostgreSQL.
+//!
+//! # Schema
+//!
+//! Created by the versioned [migrations](migrations) and recorded in
+//! `quay_schema_migrations(version, name, applied_at)`. Timestamps are BIGINT milliseconds
+//! since the Unix epoch; sizes and offsets are BIGINT bytes. Names and digests are `TEXT`,
+//! compared and sorted byte-wise on both backends (`COLLATE "C"` on Postgres, SQLite's default
+//! `BINARY` collation), so tag and catalog pages come out in the same order everywhere.
+//!
+//! | table              | primary key              | columns and purpose                          |
+//! |--------------------|--------------------------|----------------------------------------------|
+//! | `repositories`     | `name`                   | `created_at`; made by the first blob or manifest |
+//! | `blobs`            | `digest`                 | `size`, `created_at`; one row per blob       |
+//! | `blob_placements`  | `digest, location`       | `created_at`; the locations holding a copy   |
+//! | `repository_blobs` | `repository, digest`     | `created_at`; links of blobs into repositories |
+//! | `uploads`          | `id`                     | `repository`, `location`, `size`, `created_at`, `updated_at` |
+//! | `upload_parts`     | `upload_id, part_offset` | `size`, `path`, `sha256` (nullable)          |
+//! | `manifests`        | `repository, digest`     | `media_type`, `content` (BLOB / BYTEA), `subject`, `artifact_type`, `annotations` (JSON text), `created_at` |
+//! | `tags`             | `repository, name`       | `manifest_digest`, `updated_at`              |
+//!
+//! Foreign keys tie placements and links to `blobs`, links and manifests to `repositories`,
+//! parts to `uploads`, and tags to their manifest. They delete nothing on cascade: every
+//! removal is explicit, and a key that a concurrent transaction removed makes a write fail with
+//! `Conflict` instead of leaving a dangling row. Indexes serve the unreferenced-blob check
+//! (`repository_blobs.digest`), per-location scans (`blob_placements.location`), upload expiry
+//! (`uploads.updated_at`), referrers (`manifests(repository, subject)`) and tag removal
+//! (`tags(repository, manifest_digest)`).
+//!
+//! # Concurrency
+//!
+//! Every multi-statement write is one transaction whose inserts use `ON CONFLICT DO NOTHING`
+//! (or `DO UPDATE` for tags), so two instances committing the same blob or tag both succeed.
+//! Chunk appends are a compare-and-set on `uploads.size`. On SQLite each write transaction
+//! starts with a write statement: it takes the database lock at once (waiting up to the busy
+//! timeout) instead of upgrading a read lock later, which SQLite may refuse. Reads that need
+//! several statements run in one `REPEATABLE READ, READ ONLY` transaction on Postgres.
+
+mod blobs;
+mod connect;
+mod convert;
+mod entities;
+mod error;
+mod manifests;
+mod migrations;
+mod uploads;
+
+use std::fmt;
+
+use quay_core::metadata::TimestampMs;
+use quay_core::{RepositoryName, Result};
+use sea_orm::{
+    AccessMode, ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, IsolationLevel,
+    TransactionTrait, TryInsertResult,
+};
+
+use self::error::db_error;
+
+/// The metadata store over sea-orm: repositories, blobs and placements, upload sessions,
+/// manifests and tags, in SQLite or PostgreSQL.
+///
+/// Cheap to clone: clones share one connection pool.
+///
+/// ```no_run
+/// # async fn run() -> quay_core::Result<()> {
+/// use quay_storage::SqlMetadataStore;
+/// let store = SqlMetadataStore::connect("sqlite:///var/lib/quay/metadata.db?mode=rwc").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqlMetadataStore {
+    db: DatabaseConnection,
+}
+
+impl SqlMetadataStore {
+    /// Connects to `url` and brings the schema up to date.
+    ///
+    /// `url` is `sqlite://PATH?mode=rwc` (the file is created if missing), `sqlite::memory:`,
+    /// or `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`. SQLite files run in WAL mode with
+    /// foreign keys on and a 5 s busy timeout; an in-memory database uses a single connection,
+    /// so that every operation sees the same database.
+    ///
+    /// Fails with `Unavailable` when the database cannot be reached, `Config` when the URL is
+    /// not valid; the error never contains the URL.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let db = connect::open(url).await?;
+        Self::from_connection(db).await
+    }
+
+    /// Wraps an open connection (for instance one shared with a job queue) and brings the
+    /// schema up to date.
+    pub async fn from_connection(db: DatabaseConnection) -> Result<Self> {
+        migrations::migrate(&db).await?;
+        Ok(SqlMetadataStore { db })
+    }
+
+    /// The connection pool, to share with other components that use the same database.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The database backend in use.
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// The schema version this build migrates to.
+    pub fn schema_version() -> i64 {
+        migrations::latest_version()
+    }
+
+    /// The schema versions recorded as applied in the database, ascending.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>> {
+        migrations::applied_versions(&self.db).await
+    }
+
+    /// Begins a transaction that writes. Its first statement must be a write (see the module
+    /// docs on SQLite).
+    async fn write_txn(&self, operation: &'static str) -> Result<DatabaseTransaction> {
+        self.db.begin().await.map_err(|e| db_error(operation, e))
+    }
+
+    /// Begins a transaction that only reads, seeing one snapshot.
+    async fn read_txn(&self, operation: &'static str) -> Result<DatabaseTransaction> {
+        let txn = match self.backend() {
+            DbBackend::Postgres => {
+                self.db
+                    .begin_with_config(
+                        Some(IsolationLevel::RepeatableRead),
+                        Some(AccessMode::ReadOnly),
+                    )
+                    .await
+            }
+            // A SQLite transaction reads one snapshot from its first read on.
+            _ => self.db.begin().await,
+        };
+        txn.map_err(|e| db_error(operation, e))
+    }
+}
+
+impl fmt::Debug for SqlMetadataStore {
+    // The connection's own Debug may show connect options; the URL may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlMetadataStore")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Commits `txn`, mapping the error.
+async fn commit(txn: DatabaseTransaction, operation: &'static str) -> Result<()> {
+    txn.commit().await.map_err(|e| db_error(operation, e))
+}
+
+/// Rolls `txn` back, mapping the error.
+async fn rollback(txn: DatabaseTransaction, operation: &'static str) -> Result<()> {
+    txn.rollback().await.map_err(|e| db_error(operation, e))
+}
+
+/// Limits and page sizes as SQL `LIMIT` values: one more than asked, to learn whether more
+/// follow, and never past what a BIGINT holds.
+fn page_limit(limit: u64) -> u64 {
+    limit.min(i64::MAX as u64 - 1) + 1
+}
+
+/// Inserts a row unless one with the same primary key exists. Returns whether it inserted.
+async fn insert_if_absent<A>(
+    db: &impl ConnectionTrait,
+    model: A,
+    operation: &'static str,
+) -> Result<bool>
+where
+    A: ActiveModelTrait + Send,
+    <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+{
+    let inserted = <A::Entity as EntityTrait>::insert(model)
+        .on_conflict_do_nothing()
+        .exec_without_returning(db)
+        .await
+        .map_err(|e| db_error(operation, e))?;
+    Ok(matches!(inserted, TryInsertResult::Inserted(n) if n > 0))
+}
+
+/// Records `repository` unless it exists. A write, so it may open a SQLite write transaction.
+async fn ensure_repository(
+    db: &impl ConnectionTrait,
+    repository: &RepositoryName,
+    now: TimestampMs,
+    operation: &'static str,
+) -> Result<()> {
+    insert_if_absent(
+        db,
+        entities::repository::ActiveModel {
+            name: Set(repository.to_string()),
+            created_at: Set(now),
+        },
+        operation,
+    )
+    .await
+    .map_err(|e| e.with_context("repository", repository))?;
+    Ok(())
+}

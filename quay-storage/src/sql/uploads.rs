@@ -1,0 +1,201 @@
+//! [`UploadStore`] for [`SqlMetadataStore`].
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use quay_core::metadata::{now_ms, TimestampMs, UploadPart, UploadRecord, UploadStore};
+use quay_core::{Error, ErrorKind, LocationId, RepositoryName, Result};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use super::convert::{to_db, upload_record};
+use super::entities::{upload, upload_part};
+use super::error::db_error;
+use super::{commit, rollback, SqlMetadataStore};
+
+fn upload_unknown(id: &str) -> Error {
+    Error::not_found("upload session not found").with_context("upload", id)
+}
+
+#[async_trait]
+impl UploadStore for SqlMetadataStore {
+    async fn create_upload(
+        &self,
+        id: &str,
+        repository: &RepositoryName,
+        location: &LocationId,
+    ) -> Result<()> {
+        let now = now_ms();
+        upload::Entity::insert(upload::ActiveModel {
+            id: Set(id.to_owned()),
+            repository: Set(repository.to_string()),
+            location: Set(location.to_string()),
+            size: Set(0),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_without_returning(&self.db)
+        .await
+        .map_err(|e| db_error("create_upload", e).with_context("upload", id))?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, id: &str) -> Result<UploadRecord> {
+        let op = "get_upload";
+        let txn = self.read_txn(op).await?;
+        let row = upload::Entity::find_by_id(id.to_owned())
+            .one(&txn)
+            .await
+            .map_err(|e| db_error(op, e).with_context("upload", id))?;
+        let Some(row) = row else {
+            rollback(txn, op).await?;
+            return Err(upload_unknown(id));
+        };
+        let parts = parts_of(&txn, &[id.to_owned()], op).await?;
+        commit(txn, op).await?;
+        upload_record(row, parts)
+    }
+
+    async fn append_upload_part(
+        &self,
+        id: &str,
+        expected_size: u64,
+        part: &UploadPart,
+    ) -> Result<u64> {
+        let op = "append_upload_part";
+        if part.offset != expected_size || part.size == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "an upload part must be non-empty and start at the session's size \
+                     {expected_size}; got {} bytes at offset {}",
+                    part.size, part.offset
+                ),
+            )
+            .with_context("upload", id));
+        }
+        let new_size = expected_size
+            .checked_add(part.size)
+            .ok_or_else(|| Error::new(ErrorKind::TooLarge, "upload size overflows"))?;
+        let (expected, new_size_db) = (to_db("upload size", expected_size)?, to_db("upload size", new_size)?);
+        let err = |e: DbErr| db_error(op, e).with_context("upload", id);
+
+        let txn = self.write_txn(op).await?;
+        let updated = upload::Entity::update_many()
+            .col_expr(upload::Column::Size, Expr::value(new_size_db))
+            .col_expr(upload::Column::UpdatedAt, Expr::value(now_ms()))
+            .filter(upload::Column::Id.eq(id))
+            .filter(upload::Column::Size.eq(expected))
+            .exec(&txn)
+            .await
+            .map_err(err)?;
+        if updated.rows_affected == 0 {
+            let exists = upload::Entity::find_by_id(id.to_owned())
+                .one(&txn)
+                .await
+                .map_err(err)?
+                .is_some();
+            rollback(txn, op).await?;
+            return Err(if exists {
+                Error::new(
+                    ErrorKind::Conflict,
+                    format!("upload session no longer holds {expected_size} bytes"),
+                )
+                .with_context("upload", id)
+            } else {
+                upload_unknown(id)
+            });
+        }
+        upload_part::Entity::insert(upload_part::ActiveModel {
+            upload_id: Set(id.to_owned()),
+            part_offset: Set(expected),
+            size: Set(to_db("upload part size", part.size)?),
+            path: Set(part.path.clone()),
+            sha256: Set(part.sha256.as_ref().map(ToString::to_string)),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .map_err(err)?;
+        commit(txn, op).await?;
+        Ok(new_size)
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<()> {
+        let op = "delete_upload";
+        let txn = self.write_txn(op).await?;
+        delete_upload_rows(&txn, id, op).await?;
+        commit(txn, op).await
+    }
+
+    async fn stale_uploads(&self, before: TimestampMs, limit: u64) -> Result<Vec<UploadRecord>> {
+        let op = "stale_uploads";
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let txn = self.read_txn(op).await?;
+        let rows = upload::Entity::find()
+            .filter(upload::Column::UpdatedAt.lt(before))
+            .order_by_asc(upload::Column::UpdatedAt)
+            .order_by_asc(upload::Column::Id)
+            .limit(limit.min(i64::MAX as u64))
+            .all(&txn)
+            .await
+            .map_err(|e| db_error(op, e))?;
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let parts = parts_of(&txn, &ids, op).await?;
+        commit(txn, op).await?;
+
+        let mut by_upload: HashMap<String, Vec<upload_part::Model>> = HashMap::new();
+        for part in parts {
+            by_upload.entry(part.upload_id.clone()).or_default().push(part);
+        }
+        rows.into_iter()
+            .map(|row| {
+                let parts = by_upload.remove(&row.id).unwrap_or_default();
+                upload_record(row, parts)
+            })
+            .collect()
+    }
+}
+
+/// The parts of the given sessions, by session id then offset.
+async fn parts_of(
+    db: &impl ConnectionTrait,
+    ids: &[String],
+    op: &'static str,
+) -> Result<Vec<upload_part::Model>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    upload_part::Entity::find()
+        .filter(upload_part::Column::UploadId.is_in(ids.iter().cloned()))
+        .order_by_asc(upload_part::Column::UploadId)
+        .order_by_asc(upload_part::Column::PartOffset)
+        .all(db)
+        .await
+        .map_err(|e| db_error(op, e))
+}
+
+/// Deletes a session's part rows, then the session. Both writes, so it may open a SQLite
+/// write transaction.
+pub(crate) async fn delete_upload_rows(
+    db: &impl ConnectionTrait,
+    id: &str,
+    op: &'static str,
+) -> Result<()> {
+    let err = |e: DbErr| db_error(op, e).with_context("upload", id);
+    upload_part::Entity::delete_many()
+        .filter(upload_part::Column::UploadId.eq(id))
+        .exec(db)
+        .await
+        .map_err(err)?;
+    upload::Entity::delete_many()
+        .filter(upload::Column::Id.eq(id))
+        .exec(db)
+        .await
+        .map_err(err)?;
+    Ok(())
+}

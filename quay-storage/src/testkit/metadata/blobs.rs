@@ -1,0 +1,211 @@
+//! Cases of [`BlobIndex`](quay_core::BlobIndex).
+
+use std::collections::BTreeSet;
+
+use quay_core::metadata::{BlobIndex, BlobRecord, ManifestIndex, UploadStore};
+use quay_core::{ErrorKind, LocationId, Result};
+
+use super::{assert_kind, blob_commit, blob_digest, loc, part, repo, upload_id, MetadataHarness};
+
+fn locations(record: &BlobRecord) -> BTreeSet<LocationId> {
+    record.locations.iter().cloned().collect()
+}
+
+/// A commit records the blob, its placement, and its link into the (new) repository.
+pub async fn commit_blob_records_blob_placement_and_link<H: MetadataHarness>(
+    h: &H,
+) -> Result<()> {
+    let store = h.open().await?;
+    store.commit_blob(&blob_commit("library/alpine", "layer", "us")?).await?;
+    let expected = BlobRecord {
+        digest: blob_digest("layer"),
+        size: 5,
+        locations: vec![loc("us")?],
+    };
+    assert_eq!(store.get_blob(&blob_digest("layer")).await?, Some(expected.clone()));
+    assert_eq!(
+        store.repository_blob(&repo("library/alpine")?, &blob_digest("layer")).await?,
+        Some(expected)
+    );
+    assert_eq!(store.catalog(None, 10).await?.items, ["library/alpine"]);
+    Ok(())
+}
+
+/// Committing the same blob again succeeds and duplicates nothing.
+pub async fn commit_blob_twice_is_idempotent<H: MetadataHarness>(h: &H) -> Result<()> {
+    let store = h.open().await?;
+    let commit = blob_commit("a", "layer", "us")?;
+    store.commit_blob(&commit).await?;
+    store.commit_blob(&commit).await?;
+    let record = store.get_blob(&commit.digest).await?;
+    assert_eq!(record.map(|r| r.locations), Some(vec![loc("us")?]));
+    assert_eq!(store.catalog(None, 10).await?.items, ["a"]);
+    Ok(())
+}
+
+/// A commit of a known blob in another location adds that placement, keeping the first.
+pub async fn commit_blob_in_another_location_adds_placement<H: MetadataHarness>(
+    h: &H,
+) -> Result<()> {
+    let store = h.open().await?;
+    store.commit_blob(&blob_commit("a", "layer", "us")?).await?;
+    store.commit_blob(&blob_commit("b", "layer", "eu")?).await?;
+    let Some(record) = store.get_blob(&blob_digest("layer")).await? else {
+        panic!("committed blob not found");
+    };
+    assert_eq!(locations(&record), BTreeSet::from([loc("eu")?, loc("us")?]));
+    assert!(store.repository_blob(&repo("a")?, &record.digest).await?.is_some());
+    assert!(store.repository_blob(&repo("b")?, &record.digest).await?.is_some());
+    Ok(())
+}
+
+/// A commit that names its upload session removes the session and its parts.
+pub async fn commit_blob_removes_its_upload<H: MetadataHarness>(h: &H) -> Result<()> {
+    let store = h.open().await?;
+    let id = upload_id();
+    store.create_upload(&id, &repo("a")?, &loc("us")?).await?;
+    store.append_upload_part(&id, 0, &part(0, 5, None)).await?;
+    let mut commit = blob_commit("a", "layer", "us")?;
+    commit.upload_id = Some(id.clone());
+    store.commit_blob(&commit).await?;
+    assert_kind(store.get_upload(&id).await, ErrorKind::NotFound, "upload after commit");
+    assert!(store.get_blob(&commit.digest).await?.is_some());
+    Ok(())
+}
+
+/// An unknown digest is unknown everywhere.
+pub async fn get_unknown_blob_is_none<H: MetadataHarness>(h: &H) -> Result<()> {
+    let store = h.open().await?;
+    assert_eq!(store.get_blob(&blob_digest("nothing")).await?, None);
+    assert_eq!(store.repository_blob(&repo("a")?, &blob_digest("nothing")).await?, None);
+    Ok(())
+}
+
+/// `repository_blob` answers only for repositories that link the blob.
+pub async fn repository_blob_needs_a_link<H: MetadataHarness>(h: &H) -> Result<()> {
+    let store = h.open().await?;
+    store.commit_blob(&blob_commit("a", "layer", "us")?).await?;
+    store.commit_blob(&blob_commit("b", "other", "us")?).await?;
+    assert_eq!(store.repository_blob(&repo("b")?, &blob_digest("layer")).await?, None);
+    assert!(store.get_blob(&blob_digest("layer")).await?.is_some());
+    Ok(())
+}
+
+/// Linking a known blob (a cross-repository mount) creates the repository; linking again is
+/// fine.
+pub async fn link_blob_links_a_known_blob<H: MetadataHarness>(h: &H) -> Result<()> {
+    let store = h.open().await?;
+    store.commit_blob(&blob_commit("a", "layer", "us")?).await?;
+    let digest = blob_digest("layer");
+    assert!(store.link_blob(&repo("b")?, &digest).await?);
+    assert!(store.link_blob(&repo("b")?, &digest).await?);
+    let linked = store.repository_blob(&repo("b")?, &digest).await?;
+    assert_eq!(linked.map(|r| r.locations), Some(vec![loc("us")?]));
+    assert_eq!(store.catalog(None, 10).await?.items, ["a", "b"]);
+    Ok(())
+}
+
+/// Linking an unknown blob returns false and creates no repository.
+pub async fn link_unknown_blob_is_false_and_creates_nothing<H: MetadataHarness>(
+    h: &H,
+) -> Result<()> {
+    let store = h.open().await?;
+    assert!(!store.link_blob(&repo("b")?, &blob_digest("nothing")).await?);
+    assert!(store.catalog(None, 10).await?.items.is_empty());
+    assert_eq!(store.list_tags(&repo("b")?, None, 10).await?, None);
+    Ok(())
+}
+
+/// Unlinking says whether there was a link; the blob's records stay until deleted.
+pub async fn unlink_blob_reports_whether_it_was_linked<H: MetadataHarness>(h: &H) -> Result<()> {
+    let store = h.open().await?;
+    store.commit_blob(&blob_commit("a", "layer", "us")?).await?;
+    let digest = blob_digest("layer");
+    assert!(store.unlink_blob(&repo("a")?, &digest).await?);
+    assert!(!store.unlink_blob(&repo("a")?, &digest).await?);
+    assert!(!store.unlink_blob(&repo("zzz")?, &blob_digest("nothing")).await?);
+    assert_eq!(store.repository_blob(&repo("a")?, &digest).await?, None);
+    assert!(store.get_blob(&digest).await?.is_some());
+    Ok(())
+}
+
+/// A blob still linked by some repository is not deleted, placements included.
+pub async fn delete_blob_keeps_linked_blobs<H: MetadataHarness>(h: &H) -> Result<()> {
+    let store = h.open().await?;
+    store.commit_blob(&blob_commit("a", "layer", "us")?).await?;
+    store.commit_blob(&blob_commit("b", "layer", "eu")?).await?;
+    let digest = blob_digest("layer");
+    store.unlink_blob(&repo("a")?, &digest).await?;
+    assert_eq!(store.delete_blob_if_unreferenced(&digest).await?, None);
+    let Some(record) = store.repository_blob(&repo("b")?, &digest).await? else {
+        panic!("linked blob was deleted");
+    };
+    assert_eq!(locations(&record), BTreeSet::from([loc("eu")?, loc("us")?]));
+    Ok(())
+}
+
+/// An unlinked blob is deleted with its placements, and the locations that held it come back.
+pub async fn delete_unreferenced_blob_returns_its_locations<H: MetadataHarness>(
+    h: &H,
+) -> Result<()> {
+    let store = h.open().await?;
+    store.commit_blob(&blob_commit("a", "layer", "us")?).await?;
+    store.commit_blob(&blob_commit("a", "layer", "eu")?).await?;
+    store.commit_blob(&blob_commit("a", "other", "us")?).await?;
+    let digest = blob_digest("layer");
+    store.unlink_blob(&repo("a")?, &digest).await?;
+    let Some(former) = store.delete_blob_if_unreferenced(&digest).await? else {
+        panic!("unlinked blob was kept");
+    };
+    assert_eq!(
+        former.into_iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([loc("eu")?, loc("us")?])
+    );
+    assert_eq!(store.get_blob(&digest).await?, None);
+    assert!(store.get_blob(&blob_digest("other")).await?.is_some());
+    // The same content can be pushed again afterwards.
+    store.commit_blob(&blob_commit("a", "layer", "us")?).await?;
+    assert!(store.repository_blob(&repo("a")?, &digest).await?.is_some());
+    Ok(())
+}
+
+/// Deleting a blob nobody knows deletes nothing and reports no locations.
+pub async fn delete_unknown_blob_returns_no_locations<H: MetadataHarness>(h: &H) -> Result<()> {
+    let store = h.open().await?;
+    assert_eq!(
+        store.delete_blob_if_unreferenced(&blob_digest("nothing")).await?,
+        Some(Vec::new())
+    );
+    Ok(())
+}
+
+/// Instances committing one blob at the same time, into several repositories and locations,
+/// all succeed and every placement and link is recorded.
+pub async fn concurrent_commits_of_one_blob_succeed<H: MetadataHarness>(h: &H) -> Result<()> {
+    let stores = [h.open().await?, h.open().await?];
+    let mut commits = Vec::new();
+    for i in 0..8 {
+        let location = if i % 2 == 0 { "us" } else { "eu" };
+        commits.push(blob_commit(&format!("repo{}", i % 4), "layer", location)?);
+    }
+    let results = futures::future::join_all(
+        commits
+            .iter()
+            .enumerate()
+            .map(|(i, c)| stores[i % 2].commit_blob(c)),
+    )
+    .await;
+    for result in results {
+        result?;
+    }
+    let digest = blob_digest("layer");
+    let Some(record) = stores[0].get_blob(&digest).await? else {
+        panic!("committed blob not found");
+    };
+    assert_eq!(locations(&record), BTreeSet::from([loc("eu")?, loc("us")?]));
+    for i in 0..4 {
+        let linked = stores[1].repository_blob(&repo(&format!("repo{i}"))?, &digest).await?;
+        assert!(linked.is_some(), "repo{i} links the blob");
+    }
+    Ok(())
+}
