@@ -54,7 +54,11 @@ pub(crate) async fn get(
     })
 }
 
-/// Reads a manifest body, refusing more than [`MAX_MANIFEST_SIZE`] bytes without reading them.
+/// How much of an oversized body is read and discarded before answering 413, so that a client
+/// still sending gets the answer instead of a broken pipe. Larger bodies are cut off.
+const DRAIN_LIMIT: usize = 4 * MAX_MANIFEST_SIZE;
+
+/// Reads a manifest body, keeping at most [`MAX_MANIFEST_SIZE`] bytes.
 async fn read_limited(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -66,10 +70,11 @@ async fn read_limited(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
+    if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
         return Err(too_large());
     }
     let mut buf = BytesMut::new();
+    let mut seen = 0usize;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
@@ -78,10 +83,16 @@ async fn read_limited(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError
                     .with_source(e),
             )
         })?;
-        if buf.len() + chunk.len() > MAX_MANIFEST_SIZE {
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
             return Err(too_large());
         }
-        buf.extend_from_slice(&chunk);
+        if seen <= MAX_MANIFEST_SIZE {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if seen > MAX_MANIFEST_SIZE {
+        return Err(too_large());
     }
     Ok(buf.freeze())
 }
