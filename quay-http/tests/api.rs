@@ -1,6 +1,8 @@
 //! Every route of the OCI Distribution API, with its error cases, run in-process on SQLite and
 //! on PostgreSQL. PostgreSQL must be running: these tests fail (they never skip) without it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
+
 mod cases {
     pub mod blobs;
     pub mod manifests;

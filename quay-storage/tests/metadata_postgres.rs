@@ -3,6 +3,8 @@
 //! Needs PostgreSQL on 127.0.0.1:5432 (or `QUAY_TEST_POSTGRES_URL`); fails when it is missing:
 //! `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
+
 use quay_core::ErrorKind;
 use quay_storage::testkit::postgres::{fresh_database, fresh_postgres, PostgresHarness};
 use quay_storage::SqlMetadataStore;

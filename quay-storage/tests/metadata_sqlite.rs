@@ -1,5 +1,7 @@
 //! The metadata conformance suite on SQLite, plus SQLite-specific checks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
+
 use quay_core::metadata::{BlobIndex, ManifestIndex, UploadStore};
 use quay_core::ErrorKind;
 use quay_storage::testkit::metadata::{fresh_sqlite, SqliteHarness, TestSqlite};
@@ -49,9 +51,17 @@ async fn sqlite_runs_in_wal_mode_with_foreign_keys() {
     let (store, _db) = fresh_sqlite().await.unwrap();
     let db = store.connection();
     let query = |sql: &str| Statement::from_string(db.get_database_backend(), sql.to_owned());
-    let mode = db.query_one(query("PRAGMA journal_mode")).await.unwrap().unwrap();
+    let mode = db
+        .query_one(query("PRAGMA journal_mode"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(mode.try_get_by_index::<String>(0).unwrap(), "wal");
-    let fk = db.query_one(query("PRAGMA foreign_keys")).await.unwrap().unwrap();
+    let fk = db
+        .query_one(query("PRAGMA foreign_keys"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(fk.try_get_by_index::<i64>(0).unwrap(), 1);
 }
 
@@ -95,5 +105,8 @@ async fn corrupt_row_is_an_internal_error() {
         ))
         .await
         .unwrap();
-    assert_eq!(store.get_blob(&d).await.unwrap_err().kind(), ErrorKind::Internal);
+    assert_eq!(
+        store.get_blob(&d).await.unwrap_err().kind(),
+        ErrorKind::Internal
+    );
 }

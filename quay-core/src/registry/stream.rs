@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 
 use crate::digest::{Algorithm, Digest, DigestHasher};
-use crate::error::Error;
 use crate::storage::{ByteStream, StorageEngine};
 
 /// What a [`tap`] saw once its stream has ended.
@@ -34,13 +33,8 @@ impl TapHandle {
     }
 }
 
-/// Wraps `stream` so that every chunk is counted and, with `algorithm`, hashed. A `limit` ends
-/// the stream with an error once more bytes than that arrive.
-pub(crate) fn tap(
-    stream: ByteStream,
-    algorithm: Option<Algorithm>,
-    limit: Option<(u64, fn(u64) -> Error)>,
-) -> (ByteStream, TapHandle) {
+/// Wraps `stream` so that every chunk is counted and, with `algorithm`, hashed.
+pub(crate) fn tap(stream: ByteStream, algorithm: Option<Algorithm>) -> (ByteStream, TapHandle) {
     let handle = TapHandle {
         state: Arc::new(Mutex::new((0, algorithm.map(DigestHasher::new)))),
     };
@@ -52,11 +46,6 @@ pub(crate) fn tap(
             Err(poisoned) => poisoned.into_inner(),
         };
         guard.0 += chunk.len() as u64;
-        if let Some((max, err)) = limit {
-            if guard.0 > max {
-                return Err(err(max));
-            }
-        }
         if let Some(h) = guard.1.as_mut() {
             h.update(&chunk);
         }

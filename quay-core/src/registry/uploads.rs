@@ -109,7 +109,7 @@ impl Registry {
             rec.size,
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let (body, seen) = tap(body, Some(Algorithm::Sha256), None);
+        let (body, seen) = tap(body, Some(Algorithm::Sha256));
         if let Err(e) = storage.write(&path, body).await {
             remove_quietly(&storage, &path, &rec.location).await;
             return Err(e);
@@ -207,11 +207,7 @@ impl Registry {
             Ok(rec.size)
         } else {
             let paths: Vec<String> = parts.iter().map(|p| p.path.clone()).collect();
-            let (stream, seen) = tap(
-                concat(storage.clone(), paths),
-                Some(digest.algorithm()),
-                None,
-            );
+            let (stream, seen) = tap(concat(storage.clone(), paths), Some(digest.algorithm()));
             let outcome = if already_placed {
                 drain(stream).await
             } else {

@@ -29,6 +29,17 @@ pub(crate) fn map(err: opendal::Error, name: &str, operation: &'static str, path
 
 /// Maps an I/O error from a byte stream (OpenDAL reports stream errors as `io::Error`).
 pub(crate) fn map_io(err: std::io::Error, name: &str, path: &str) -> Error {
+    // The `io::Error` usually wraps an OpenDAL error: map that one, so its kind survives (a
+    // range past the end is `RangeInvalid`, not an outage).
+    let io_kind = err.kind();
+    let err = match err
+        .into_inner()
+        .map(|inner| inner.downcast::<opendal::Error>())
+    {
+        Some(Ok(inner)) => return map(*inner, name, "read", path),
+        Some(Err(other)) => std::io::Error::new(io_kind, other),
+        None => std::io::Error::from(io_kind),
+    };
     let kind = match err.kind() {
         std::io::ErrorKind::NotFound => ErrorKind::NotFound,
         _ => ErrorKind::Unavailable,

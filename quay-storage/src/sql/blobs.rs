@@ -40,9 +40,15 @@ impl BlobIndex for SqlMetadataStore {
             created_at: Set(now),
         };
         let with_digest = |e: quay_core::Error| e.with_context("digest", &record.digest);
-        insert_if_absent(&txn, blob_row, op).await.map_err(with_digest)?;
-        insert_if_absent(&txn, placement, op).await.map_err(with_digest)?;
-        insert_if_absent(&txn, link, op).await.map_err(with_digest)?;
+        insert_if_absent(&txn, blob_row, op)
+            .await
+            .map_err(with_digest)?;
+        insert_if_absent(&txn, placement, op)
+            .await
+            .map_err(with_digest)?;
+        insert_if_absent(&txn, link, op)
+            .await
+            .map_err(with_digest)?;
         if let Some(id) = &record.upload_id {
             delete_upload_rows(&txn, id, op).await?;
         }

@@ -8,10 +8,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use quay_core::{Error, ErrorKind, Result};
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sea_orm::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
+use sea_orm::sqlx::Connection;
 use sea_orm::{DatabaseConnection, SqlxPostgresConnector, SqlxSqliteConnector};
 
 use super::error::sqlx_error;
@@ -80,15 +81,23 @@ async fn open_postgres(url: &str) -> Result<DatabaseConnection> {
         .map_err(|e| sqlx_error("connect", e))?
         .application_name("quay-rs");
     let host = format!("{}:{}", options.get_host(), options.get_port());
+    let unreachable = |e| {
+        sqlx_error("connect", e)
+            .with_context("backend", "postgres")
+            .with_context("host", &host)
+    };
+    // The pool retries a refused connection until its acquire timeout runs out; one direct
+    // attempt first makes a server that is down (or a wrong password) fail at once.
+    let probe = PgConnection::connect_with(&options)
+        .await
+        .map_err(unreachable)?;
+    // Closing politely only spares the server a log line.
+    let _ = probe.close().await;
     let pool = PgPoolOptions::new()
         .max_connections(POSTGRES_MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
-        .map_err(|e| {
-            sqlx_error("connect", e)
-                .with_context("backend", "postgres")
-                .with_context("host", host)
-        })?;
+        .map_err(unreachable)?;
     Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
 }

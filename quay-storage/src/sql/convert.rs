@@ -133,10 +133,7 @@ mod tests {
             manifest_record(row).unwrap_err().kind(),
             ErrorKind::Internal
         );
-        assert_eq!(
-            from_db("size", -1).unwrap_err().kind(),
-            ErrorKind::Internal
-        );
+        assert_eq!(from_db("size", -1).unwrap_err().kind(), ErrorKind::Internal);
         assert_eq!(
             to_db("size", u64::MAX).unwrap_err().kind(),
             ErrorKind::InvalidInput

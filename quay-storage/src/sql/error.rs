@@ -4,6 +4,7 @@
 //! |--------------------------------------------------------|---------------|-----------|
 //! | connect, pool timeout or closed, I/O, TLS, protocol    | `Unavailable` | yes       |
 //! | SQLite `BUSY` / `LOCKED` (busy timeout ran out)        | `Unavailable` | yes       |
+//! | SQLite `IOERR`, `FULL`, `CANTOPEN`                     | `Unavailable` | yes       |
 //! | Postgres classes 08 (connection), 53 (resources), 57P  | `Unavailable` | yes       |
 //! | Postgres serialization failure, deadlock               | `Conflict`    | yes       |
 //! | unique violation                                       | `Conflict`    | no        |
@@ -45,7 +46,10 @@ pub(crate) fn corrupt(what: &'static str, source: impl std::fmt::Display) -> Err
 pub(crate) fn too_large(what: &'static str, value: u64) -> Error {
     Error::new(
         ErrorKind::InvalidInput,
-        format!("{what} {value} does not fit the metadata database (at most {})", i64::MAX),
+        format!(
+            "{what} {value} does not fit the metadata database (at most {})",
+            i64::MAX
+        ),
     )
 }
 
@@ -79,9 +83,10 @@ fn classify_database(db: &dyn sqlx::error::DatabaseError) -> (ErrorKind, bool) {
     }
     let code = db.code().unwrap_or_default();
     if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        // Extended result codes keep the primary code in the low byte.
+        // Extended result codes keep the primary code in the low byte: BUSY (5), LOCKED (6),
+        // IOERR (10), FULL (13), CANTOPEN (14).
         let primary = code.parse::<i32>().unwrap_or(0) & 0xff;
-        if primary == 5 || primary == 6 {
+        if matches!(primary, 5 | 6 | 10 | 13 | 14) {
             return (ErrorKind::Unavailable, true);
         }
         return (ErrorKind::Internal, false);

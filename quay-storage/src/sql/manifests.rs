@@ -69,10 +69,12 @@ impl ManifestIndex for SqlMetadataStore {
         reference: &Reference,
     ) -> Result<Option<ManifestRecord>> {
         let op = "get_manifest";
-        let mut query = manifest::Entity::find()
-            .filter(manifest::Column::Repository.eq(repository.as_str()));
+        let mut query =
+            manifest::Entity::find().filter(manifest::Column::Repository.eq(repository.as_str()));
         query = match reference {
-            Reference::Digest(digest) => query.filter(manifest::Column::Digest.eq(digest.to_string())),
+            Reference::Digest(digest) => {
+                query.filter(manifest::Column::Digest.eq(digest.to_string()))
+            }
             Reference::Tag(name) => {
                 let tagged = Query::select()
                     .column(tag::Column::ManifestDigest)

@@ -3,7 +3,7 @@
 //!
 //! # Schema
 //!
-//! Created by the versioned [migrations](migrations) and recorded in
+//! Created by the versioned migrations of `sql/migrations.rs` and recorded in
 //! `quay_schema_migrations(version, name, applied_at)`. Timestamps are BIGINT milliseconds
 //! since the Unix epoch; sizes and offsets are BIGINT bytes. Names and digests are `TEXT`,
 //! compared and sorted byte-wise on both backends (`COLLATE "C"` on Postgres, SQLite's default
@@ -52,8 +52,8 @@ use quay_core::metadata::TimestampMs;
 use quay_core::{RepositoryName, Result};
 use sea_orm::{
     AccessMode, ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, IsolationLevel,
-    TransactionTrait, TryInsertResult,
+    DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, IsolationLevel, TransactionTrait,
+    TryInsertResult,
 };
 
 use self::error::db_error;

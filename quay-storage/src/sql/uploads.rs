@@ -80,7 +80,10 @@ impl UploadStore for SqlMetadataStore {
         let new_size = expected_size
             .checked_add(part.size)
             .ok_or_else(|| Error::new(ErrorKind::TooLarge, "upload size overflows"))?;
-        let (expected, new_size_db) = (to_db("upload size", expected_size)?, to_db("upload size", new_size)?);
+        let (expected, new_size_db) = (
+            to_db("upload size", expected_size)?,
+            to_db("upload size", new_size)?,
+        );
         let err = |e: DbErr| db_error(op, e).with_context("upload", id);
 
         let txn = self.write_txn(op).await?;
@@ -150,7 +153,10 @@ impl UploadStore for SqlMetadataStore {
 
         let mut by_upload: HashMap<String, Vec<upload_part::Model>> = HashMap::new();
         for part in parts {
-            by_upload.entry(part.upload_id.clone()).or_default().push(part);
+            by_upload
+                .entry(part.upload_id.clone())
+                .or_default()
+                .push(part);
         }
         rows.into_iter()
             .map(|row| {

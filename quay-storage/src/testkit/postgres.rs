@@ -142,7 +142,10 @@ async fn close(conn: PgConnection) {
 fn admin_error(action: &str, admin: &PgConnectOptions, e: sqlx::Error) -> Error {
     Error::new(
         ErrorKind::Unavailable,
-        format!("cannot {action} on the PostgreSQL test server at {}", host(admin)),
+        format!(
+            "cannot {action} on the PostgreSQL test server at {}",
+            host(admin)
+        ),
     )
     .with_source(e)
 }

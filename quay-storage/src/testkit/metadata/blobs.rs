@@ -12,19 +12,24 @@ fn locations(record: &BlobRecord) -> BTreeSet<LocationId> {
 }
 
 /// A commit records the blob, its placement, and its link into the (new) repository.
-pub async fn commit_blob_records_blob_placement_and_link<H: MetadataHarness>(
-    h: &H,
-) -> Result<()> {
+pub async fn commit_blob_records_blob_placement_and_link<H: MetadataHarness>(h: &H) -> Result<()> {
     let store = h.open().await?;
-    store.commit_blob(&blob_commit("library/alpine", "layer", "us")?).await?;
+    store
+        .commit_blob(&blob_commit("library/alpine", "layer", "us")?)
+        .await?;
     let expected = BlobRecord {
         digest: blob_digest("layer"),
         size: 5,
         locations: vec![loc("us")?],
     };
-    assert_eq!(store.get_blob(&blob_digest("layer")).await?, Some(expected.clone()));
     assert_eq!(
-        store.repository_blob(&repo("library/alpine")?, &blob_digest("layer")).await?,
+        store.get_blob(&blob_digest("layer")).await?,
+        Some(expected.clone())
+    );
+    assert_eq!(
+        store
+            .repository_blob(&repo("library/alpine")?, &blob_digest("layer"))
+            .await?,
         Some(expected)
     );
     assert_eq!(store.catalog(None, 10).await?.items, ["library/alpine"]);
@@ -54,8 +59,14 @@ pub async fn commit_blob_in_another_location_adds_placement<H: MetadataHarness>(
         panic!("committed blob not found");
     };
     assert_eq!(locations(&record), BTreeSet::from([loc("eu")?, loc("us")?]));
-    assert!(store.repository_blob(&repo("a")?, &record.digest).await?.is_some());
-    assert!(store.repository_blob(&repo("b")?, &record.digest).await?.is_some());
+    assert!(store
+        .repository_blob(&repo("a")?, &record.digest)
+        .await?
+        .is_some());
+    assert!(store
+        .repository_blob(&repo("b")?, &record.digest)
+        .await?
+        .is_some());
     Ok(())
 }
 
@@ -68,7 +79,11 @@ pub async fn commit_blob_removes_its_upload<H: MetadataHarness>(h: &H) -> Result
     let mut commit = blob_commit("a", "layer", "us")?;
     commit.upload_id = Some(id.clone());
     store.commit_blob(&commit).await?;
-    assert_kind(store.get_upload(&id).await, ErrorKind::NotFound, "upload after commit");
+    assert_kind(
+        store.get_upload(&id).await,
+        ErrorKind::NotFound,
+        "upload after commit",
+    );
     assert!(store.get_blob(&commit.digest).await?.is_some());
     Ok(())
 }
@@ -77,7 +92,12 @@ pub async fn commit_blob_removes_its_upload<H: MetadataHarness>(h: &H) -> Result
 pub async fn get_unknown_blob_is_none<H: MetadataHarness>(h: &H) -> Result<()> {
     let store = h.open().await?;
     assert_eq!(store.get_blob(&blob_digest("nothing")).await?, None);
-    assert_eq!(store.repository_blob(&repo("a")?, &blob_digest("nothing")).await?, None);
+    assert_eq!(
+        store
+            .repository_blob(&repo("a")?, &blob_digest("nothing"))
+            .await?,
+        None
+    );
     Ok(())
 }
 
@@ -86,7 +106,12 @@ pub async fn repository_blob_needs_a_link<H: MetadataHarness>(h: &H) -> Result<(
     let store = h.open().await?;
     store.commit_blob(&blob_commit("a", "layer", "us")?).await?;
     store.commit_blob(&blob_commit("b", "other", "us")?).await?;
-    assert_eq!(store.repository_blob(&repo("b")?, &blob_digest("layer")).await?, None);
+    assert_eq!(
+        store
+            .repository_blob(&repo("b")?, &blob_digest("layer"))
+            .await?,
+        None
+    );
     assert!(store.get_blob(&blob_digest("layer")).await?.is_some());
     Ok(())
 }
@@ -110,7 +135,11 @@ pub async fn link_unknown_blob_is_false_and_creates_nothing<H: MetadataHarness>(
     h: &H,
 ) -> Result<()> {
     let store = h.open().await?;
-    assert!(!store.link_blob(&repo("b")?, &blob_digest("nothing")).await?);
+    assert!(
+        !store
+            .link_blob(&repo("b")?, &blob_digest("nothing"))
+            .await?
+    );
     assert!(store.catalog(None, 10).await?.items.is_empty());
     assert_eq!(store.list_tags(&repo("b")?, None, 10).await?, None);
     Ok(())
@@ -123,7 +152,11 @@ pub async fn unlink_blob_reports_whether_it_was_linked<H: MetadataHarness>(h: &H
     let digest = blob_digest("layer");
     assert!(store.unlink_blob(&repo("a")?, &digest).await?);
     assert!(!store.unlink_blob(&repo("a")?, &digest).await?);
-    assert!(!store.unlink_blob(&repo("zzz")?, &blob_digest("nothing")).await?);
+    assert!(
+        !store
+            .unlink_blob(&repo("zzz")?, &blob_digest("nothing"))
+            .await?
+    );
     assert_eq!(store.repository_blob(&repo("a")?, &digest).await?, None);
     assert!(store.get_blob(&digest).await?.is_some());
     Ok(())
@@ -173,7 +206,9 @@ pub async fn delete_unreferenced_blob_returns_its_locations<H: MetadataHarness>(
 pub async fn delete_unknown_blob_returns_no_locations<H: MetadataHarness>(h: &H) -> Result<()> {
     let store = h.open().await?;
     assert_eq!(
-        store.delete_blob_if_unreferenced(&blob_digest("nothing")).await?,
+        store
+            .delete_blob_if_unreferenced(&blob_digest("nothing"))
+            .await?,
         Some(Vec::new())
     );
     Ok(())
@@ -204,7 +239,9 @@ pub async fn concurrent_commits_of_one_blob_succeed<H: MetadataHarness>(h: &H) -
     };
     assert_eq!(locations(&record), BTreeSet::from([loc("eu")?, loc("us")?]));
     for i in 0..4 {
-        let linked = stores[1].repository_blob(&repo(&format!("repo{i}"))?, &digest).await?;
+        let linked = stores[1]
+            .repository_blob(&repo(&format!("repo{i}"))?, &digest)
+            .await?;
         assert!(linked.is_some(), "repo{i} links the blob");
     }
     Ok(())

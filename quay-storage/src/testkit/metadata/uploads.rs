@@ -6,13 +6,13 @@ use quay_core::{Digest, ErrorKind, Result};
 use super::{assert_kind, loc, part, repo, tick, upload_id, MetadataHarness};
 
 /// A new session has no bytes, no parts, and the repository and location it was opened with.
-pub async fn create_then_get_upload_returns_empty_session<H: MetadataHarness>(
-    h: &H,
-) -> Result<()> {
+pub async fn create_then_get_upload_returns_empty_session<H: MetadataHarness>(h: &H) -> Result<()> {
     let store = h.open().await?;
     let id = upload_id();
     let before = now_ms();
-    store.create_upload(&id, &repo("library/alpine")?, &loc("us")?).await?;
+    store
+        .create_upload(&id, &repo("library/alpine")?, &loc("us")?)
+        .await?;
     let after = now_ms();
     let rec = store.get_upload(&id).await?;
     assert_eq!(rec.id, id);
@@ -20,7 +20,11 @@ pub async fn create_then_get_upload_returns_empty_session<H: MetadataHarness>(
     assert_eq!(rec.location, loc("us")?);
     assert_eq!(rec.size, 0);
     assert!(rec.parts.is_empty());
-    assert!((before..=after).contains(&rec.created_at), "created_at {}", rec.created_at);
+    assert!(
+        (before..=after).contains(&rec.created_at),
+        "created_at {}",
+        rec.created_at
+    );
     assert_eq!(rec.updated_at, rec.created_at);
     Ok(())
 }
@@ -63,7 +67,10 @@ pub async fn append_parts_grows_upload<H: MetadataHarness>(h: &H) -> Result<()> 
     let rec = store.get_upload(&id).await?;
     assert_eq!(rec.size, 8);
     assert_eq!(rec.parts, vec![first, second]);
-    assert!(rec.updated_at > rec.created_at, "appending moves updated_at");
+    assert!(
+        rec.updated_at > rec.created_at,
+        "appending moves updated_at"
+    );
     Ok(())
 }
 
@@ -86,12 +93,12 @@ pub async fn append_part_with_stale_size_conflicts<H: MetadataHarness>(h: &H) ->
 }
 
 /// Appending to a session that does not exist fails with `NotFound`.
-pub async fn append_part_to_unknown_upload_is_not_found<H: MetadataHarness>(
-    h: &H,
-) -> Result<()> {
+pub async fn append_part_to_unknown_upload_is_not_found<H: MetadataHarness>(h: &H) -> Result<()> {
     let store = h.open().await?;
     assert_kind(
-        store.append_upload_part(&upload_id(), 0, &part(0, 5, None)).await,
+        store
+            .append_upload_part(&upload_id(), 0, &part(0, 5, None))
+            .await,
         ErrorKind::NotFound,
         "append to an unknown session",
     );
@@ -119,9 +126,7 @@ pub async fn append_part_at_wrong_offset_is_invalid<H: MetadataHarness>(h: &H) -
 }
 
 /// Two chunks racing for the same offset: exactly one wins, the other gets `Conflict`.
-pub async fn concurrent_appends_at_one_size_let_one_win<H: MetadataHarness>(
-    h: &H,
-) -> Result<()> {
+pub async fn concurrent_appends_at_one_size_let_one_win<H: MetadataHarness>(h: &H) -> Result<()> {
     let (one, two) = (h.open().await?, h.open().await?);
     let id = upload_id();
     one.create_upload(&id, &repo("a")?, &loc("us")?).await?;
@@ -151,7 +156,11 @@ pub async fn delete_upload_removes_session_and_parts<H: MetadataHarness>(h: &H) 
     store.create_upload(&id, &repo("a")?, &loc("us")?).await?;
     store.append_upload_part(&id, 0, &part(0, 5, None)).await?;
     store.delete_upload(&id).await?;
-    assert_kind(store.get_upload(&id).await, ErrorKind::NotFound, "get after delete");
+    assert_kind(
+        store.get_upload(&id).await,
+        ErrorKind::NotFound,
+        "get after delete",
+    );
     assert!(store.stale_uploads(now_ms() + 60_000, 10).await?.is_empty());
     // The id is free again, and the new session starts empty.
     store.create_upload(&id, &repo("a")?, &loc("us")?).await?;
@@ -168,9 +177,7 @@ pub async fn delete_unknown_upload_is_ok<H: MetadataHarness>(h: &H) -> Result<()
 
 /// Sessions idle since before the cut-off come back oldest first, with their parts, at most
 /// `limit` of them.
-pub async fn stale_uploads_are_oldest_first_and_limited<H: MetadataHarness>(
-    h: &H,
-) -> Result<()> {
+pub async fn stale_uploads_are_oldest_first_and_limited<H: MetadataHarness>(h: &H) -> Result<()> {
     let store = h.open().await?;
     let (a, b, c, d) = (upload_id(), upload_id(), upload_id(), upload_id());
     for id in [&a, &b, &c] {
@@ -199,9 +206,7 @@ pub async fn stale_uploads_are_oldest_first_and_limited<H: MetadataHarness>(
 
 /// A session lives in the database: a part appended through one instance is seen, and
 /// guarded, by another.
-pub async fn upload_survives_across_two_store_instances<H: MetadataHarness>(
-    h: &H,
-) -> Result<()> {
+pub async fn upload_survives_across_two_store_instances<H: MetadataHarness>(h: &H) -> Result<()> {
     let (one, two) = (h.open().await?, h.open().await?);
     let id = upload_id();
     one.create_upload(&id, &repo("a")?, &loc("us")?).await?;
