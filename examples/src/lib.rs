@@ -6,9 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use quay_core::{Error, ErrorKind, LocationId, Registry, RegistryConfig, Result, StorageEngine};
-use quay_storage::config::{build_location, DriverConfig, QuayConfig};
-use quay_storage::SqlMetadataStore;
+use quay_core::{
+    Error, ErrorKind, JobQueue, LocationId, Registry, RegistryConfig, Result, RetryPolicy,
+    StorageEngine,
+};
+use quay_storage::config::{build_location, DriverConfig, QuayConfig, QueueBackend};
+use quay_storage::{SqlJobQueue, SqlMetadataStore};
 
 /// The environment variable that overrides `DISTRIBUTED_STORAGE_PREFERENCE` per instance.
 pub const PREFERENCE_ENV: &str = "QUAY_DISTRIBUTED_STORAGE_PREFERENCE";
@@ -65,17 +68,117 @@ pub fn build_locations(
     Ok(out)
 }
 
+/// The engine and what it runs on.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The engine.
+    pub registry: Registry,
+    /// The metadata store (for the SQL job queue, which shares its database).
+    pub store: SqlMetadataStore,
+}
+
 /// Connects the metadata store and builds the engine.
-pub async fn open_registry(config: &QuayConfig, data_dir: &Path) -> Result<Registry> {
+pub async fn open_registry(config: &QuayConfig, data_dir: &Path) -> Result<Opened> {
     let url = database_url(config, data_dir)?;
-    let metadata = SqlMetadataStore::connect(&url).await?;
+    let store = SqlMetadataStore::connect(&url).await?;
     let locations = build_locations(config)?;
     let mut engine = RegistryConfig::new(config.preference.clone());
     engine.proxy_storage = config.proxy_storage;
-    Registry::new(Arc::new(metadata), locations, engine)
+    engine.replication = config.replication;
+    engine.default_locations = config.default_locations.clone();
+    let registry = Registry::new(Arc::new(store.clone()), locations, engine)?;
+    Ok(Opened { registry, store })
+}
+
+/// The retry policy from the configuration.
+pub fn retry_policy(config: &QuayConfig) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: config.replication_settings.max_attempts,
+        ..RetryPolicy::default()
+    }
+}
+
+/// The replication job queue the configuration asks for.
+pub async fn open_queue(
+    config: &QuayConfig,
+    store: &SqlMetadataStore,
+) -> Result<Arc<dyn JobQueue>> {
+    match config.replication_settings.queue {
+        QueueBackend::Sql => Ok(Arc::new(SqlJobQueue::new(store, retry_policy(config)))),
+        QueueBackend::Redis => Err(Error::new(
+            ErrorKind::Config,
+            "QUAY_REPLICATION_QUEUE: the Redis queue is not wired into this build yet",
+        )),
+    }
 }
 
 /// A one-line description of a location for start-up logs (no secrets).
 pub fn describe(driver: &DriverConfig) -> String {
     format!("{driver:?}")
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Starts the replication worker and the reconciler; they stop when `stop` turns true.
+pub fn spawn_replication(
+    config: &QuayConfig,
+    registry: &Registry,
+    queue: Arc<dyn JobQueue>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let worker_config = quay_replication::worker::WorkerConfig {
+        concurrency: config.replication_settings.workers,
+        ..Default::default()
+    };
+    let worker = quay_replication::worker::ReplicationWorker::new(
+        registry.clone(),
+        queue.clone(),
+        worker_config,
+    );
+    let reconcile = quay_replication::reconciler::run(
+        registry.metadata().clone(),
+        queue,
+        config.default_locations.clone(),
+        std::time::Duration::from_secs(config.replication_settings.reconcile_interval_secs),
+        stopped(stop.clone()),
+    );
+    vec![
+        tokio::spawn(worker.run(stopped(stop))),
+        tokio::spawn(reconcile),
+    ]
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        _ = term => tracing::info!("SIGTERM received, shutting down"),
+    }
 }

@@ -19,6 +19,7 @@ pub mod health;
 pub mod manifest;
 pub mod metadata;
 pub mod names;
+pub mod queue;
 pub mod range;
 pub mod registry;
 pub mod storage;
@@ -28,10 +29,12 @@ pub use error::{Error, ErrorKind, Result};
 pub use health::{HealthCheck, HealthStatus};
 pub use manifest::{media_types, parse_manifest, Descriptor, ManifestKind, ParsedManifest};
 pub use metadata::{
-    BlobCommit, BlobIndex, BlobRecord, ManifestIndex, ManifestRecord, MetadataStore, NewManifest,
-    Page, UploadPart, UploadRecord, UploadStore,
+    BlobCommit, BlobIndex, BlobRecord, LocationRemoval, LocationStats, ManifestIndex,
+    ManifestRecord, MetadataStore, NewManifest, Page, PlacementIndex, UploadPart, UploadRecord,
+    UploadStore,
 };
 pub use names::{LocationId, Reference, RepositoryName, Tag};
+pub use queue::{FailOutcome, Job, JobKind, JobQueue, JobSpec, Lease, QueueStats, RetryPolicy};
 pub use range::ByteRange;
 pub use registry::{Registry, RegistryConfig};
 pub use storage::{ByteStream, ObjectMeta, StorageCapabilities, StorageEngine};

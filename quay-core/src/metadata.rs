@@ -77,6 +77,9 @@ pub struct BlobCommit {
     pub location: LocationId,
     /// The upload session to delete with its parts, if any.
     pub upload_id: Option<String>,
+    /// Locations the blob must be replicated to: one replication job is recorded, in the same
+    /// transaction, for each of them that does not hold the blob yet.
+    pub replicate_to: Vec<LocationId>,
 }
 
 /// A manifest as stored.
@@ -143,7 +146,8 @@ pub trait UploadStore: Send + Sync {
 /// # Behavior
 ///
 /// - `commit_blob` is one transaction: the repository (created if new), the blob (kept if it
-///   exists), its placement in the commit's location, the link into the repository, and the
+///   exists), its placement in the commit's location, the link into the repository, the
+///   replication jobs for `replicate_to` locations that lack the blob (deduplicated), and the
 ///   removal of the upload session. Committing the same blob twice is not an error.
 /// - `repository_blob` answers only for blobs linked into that repository.
 /// - `delete_blob_if_unreferenced` removes a blob and its placements only when no repository
@@ -166,8 +170,72 @@ pub trait BlobIndex: Send + Sync {
     /// Removes the link of a blob from `repository`. Returns false when it was not linked.
     async fn unlink_blob(&self, repository: &RepositoryName, digest: &Digest) -> Result<bool>;
     /// Deletes the blob's records when no repository links it; returns its former locations.
-    async fn delete_blob_if_unreferenced(&self, digest: &Digest)
-        -> Result<Option<Vec<LocationId>>>;
+    /// With `enqueue_deletes`, a delete job per former location is recorded in the same
+    /// transaction, so the stored copies are removed by the worker even if a location is
+    /// briefly unreachable.
+    async fn delete_blob_if_unreferenced(
+        &self,
+        digest: &Digest,
+        enqueue_deletes: bool,
+    ) -> Result<Option<Vec<LocationId>>>;
+}
+
+/// Per-location replication figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocationStats {
+    /// The location.
+    pub location: LocationId,
+    /// Blobs it holds.
+    pub blobs: u64,
+    /// Bytes it holds.
+    pub bytes: u64,
+    /// Blobs it lacks.
+    pub missing_blobs: u64,
+    /// Bytes it lacks.
+    pub missing_bytes: u64,
+}
+
+/// What `remove_location` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocationRemoval {
+    /// Placements removed.
+    pub placements: u64,
+    /// Pending jobs targeting the location removed.
+    pub jobs: u64,
+    /// Blobs whose only copy was there (non-zero only with `force`).
+    pub sole_copies: u64,
+}
+
+/// Placements seen from the replication side: recording copies, finding what is missing, and
+/// per-location figures.
+///
+/// # Behavior
+///
+/// - `add_placement` records a verified copy; it returns false (and records nothing) when the
+///   blob no longer exists.
+/// - `missing_placements` pages through blobs (by digest, after `after`) that lack a placement
+///   in at least one of `targets`, with the targets they lack; it is set-based, one query per
+///   page.
+/// - `remove_location` is one transaction: unless `force`, it refuses with
+///   [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) while any blob's only copy is in the
+///   location; otherwise it removes the location's placements and its pending jobs.
+#[async_trait]
+pub trait PlacementIndex: Send + Sync {
+    /// Records that `location` holds a verified copy of `digest`.
+    async fn add_placement(&self, digest: &Digest, location: &LocationId) -> Result<bool>;
+    /// Blobs lacking a copy in some of `targets`, after `after`, at most `limit`.
+    async fn missing_placements(
+        &self,
+        targets: &[LocationId],
+        after: Option<&Digest>,
+        limit: u64,
+    ) -> Result<Vec<(BlobRecord, Vec<LocationId>)>>;
+    /// Per-location figures for `locations`.
+    async fn location_stats(&self, locations: &[LocationId]) -> Result<Vec<LocationStats>>;
+    /// How many blobs have their only copy in `location`.
+    async fn sole_copies(&self, location: &LocationId) -> Result<u64>;
+    /// Forgets a location (see the trait's behaviour).
+    async fn remove_location(&self, location: &LocationId, force: bool) -> Result<LocationRemoval>;
 }
 
 /// A manifest to store.
@@ -222,6 +290,12 @@ pub trait ManifestIndex: Send + Sync {
 }
 
 /// The whole metadata store.
-pub trait MetadataStore: UploadStore + BlobIndex + ManifestIndex + std::fmt::Debug {}
+pub trait MetadataStore:
+    UploadStore + BlobIndex + ManifestIndex + PlacementIndex + std::fmt::Debug
+{
+}
 
-impl<T: UploadStore + BlobIndex + ManifestIndex + std::fmt::Debug> MetadataStore for T {}
+impl<T: UploadStore + BlobIndex + ManifestIndex + PlacementIndex + std::fmt::Debug> MetadataStore
+    for T
+{
+}

@@ -13,6 +13,8 @@
 pub mod error;
 mod routes;
 
+use std::sync::Arc;
+
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,24 +27,65 @@ pub use routes::{parse_path, Endpoint};
 /// The header every `/v2/` response carries.
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
 
+/// Renders the process's metrics in the Prometheus text format.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// What every handler can reach.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     /// The engine.
     pub registry: Registry,
+    metrics: Option<MetricsRender>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("registry", &self.registry)
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
+
+/// Optional parts of the HTTP frontend.
+#[derive(Clone, Default)]
+pub struct RouterOptions {
+    /// Serves `GET /metrics` from this renderer.
+    pub metrics: Option<MetricsRender>,
 }
 
 /// The OCI Distribution API routes for `registry`.
 pub fn router(registry: Registry) -> Router {
-    let state = AppState { registry };
+    router_with(registry, RouterOptions::default())
+}
+
+/// The OCI Distribution API routes for `registry`, with the optional parts of `options`.
+pub fn router_with(registry: Registry, options: RouterOptions) -> Router {
+    let state = AppState {
+        registry,
+        metrics: options.metrics,
+    };
     Router::new()
         .route("/v2", get(base))
         .route("/v2/", get(base))
         .route("/v2/_catalog", get(catalog))
         .route("/v2/{*rest}", any(routes::dispatch))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::middleware::map_response(add_api_version))
         .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(render) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            render(),
+        )
+            .into_response(),
+        None => not_found().await,
+    }
 }
 
 async fn add_api_version(mut resp: Response) -> Response {

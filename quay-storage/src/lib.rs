@@ -17,4 +17,4 @@ pub mod sql;
 pub mod testkit;
 
 pub use crate::opendal::OpendalStorage;
-pub use crate::sql::SqlMetadataStore;
+pub use crate::sql::{SqlJobQueue, SqlMetadataStore};

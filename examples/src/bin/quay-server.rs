@@ -28,6 +28,10 @@ struct Args {
     /// Upload sessions idle this long (seconds) are removed with their data.
     #[arg(long, default_value_t = 24 * 3600)]
     upload_expiry_secs: u64,
+    /// Do not run the replication worker and reconciler in this process (run `quayctl worker`
+    /// instead).
+    #[arg(long)]
+    no_worker: bool,
 }
 
 #[tokio::main]
@@ -60,8 +64,25 @@ async fn run(args: Args) -> quay_core::Result<()> {
     for (id, driver) in &config.locations {
         info!(location = %id, driver = %quay_examples::describe(driver), "storage location");
     }
-    let registry = quay_examples::open_registry(&config, &args.data_dir).await?;
-    info!(preference = ?config.preference, "registry ready");
+    let opened = quay_examples::open_registry(&config, &args.data_dir).await?;
+    let registry = opened.registry.clone();
+    info!(preference = ?config.preference, replication = config.replication, "registry ready");
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| {
+            quay_core::Error::internal("cannot install the metrics recorder").with_source(e)
+        })?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut background = Vec::new();
+    if config.replication && !args.no_worker {
+        let queue = quay_examples::open_queue(&config, &opened.store).await?;
+        background.extend(quay_examples::spawn_replication(
+            &config,
+            &registry,
+            queue,
+            stop_rx.clone(),
+        ));
+    }
 
     let expiry = Duration::from_secs(args.upload_expiry_secs);
     let janitor = registry.clone();
@@ -92,42 +113,23 @@ async fn run(args: Args) -> quay_core::Result<()> {
         .local_addr()
         .map_err(|e| quay_core::Error::internal("no local address").with_source(e))?;
     info!(address = %local, "listening");
-    let app = quay_http::router(registry);
-    axum_serve(listener, app).await
+    let options = quay_http::RouterOptions {
+        metrics: Some(std::sync::Arc::new(move || metrics.render())),
+    };
+    let app = quay_http::router_with(registry, options);
+    let served = axum_serve(listener, app).await;
+    let _ = stop_tx.send(true);
+    for task in background {
+        let _ = task.await;
+    }
+    served
 }
 
 async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) -> quay_core::Result<()> {
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(quay_examples::shutdown_signal())
         .await
         .map_err(|e| quay_core::Error::internal("server failed").with_source(e))?;
     info!("shut down cleanly");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            warn!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => info!("SIGINT received, shutting down"),
-        _ = term => info!("SIGTERM received, shutting down"),
-    }
 }

@@ -155,12 +155,15 @@ impl Registry {
         if !self.inner.metadata.unlink_blob(repository, digest).await? {
             return Err(blob_unknown(digest));
         }
-        if let Some(locations) = self
+        let queued = self.inner.config.replication;
+        let former = self
             .inner
             .metadata
-            .delete_blob_if_unreferenced(digest)
-            .await?
-        {
+            .delete_blob_if_unreferenced(digest, queued)
+            .await?;
+        // With replication on, delete jobs were recorded with the removal; the worker deletes
+        // the copies and retries while a location is unreachable.
+        if let Some(locations) = former.filter(|_| !queued) {
             let path = digest.object_path();
             for location in locations {
                 match self.location(&location) {

@@ -34,6 +34,11 @@ pub struct RegistryConfig {
     pub proxy_storage: bool,
     /// How long a presigned blob URL stays valid.
     pub presign_expiry: Duration,
+    /// Replicate blobs in the background (Quay's `FEATURE_STORAGE_REPLICATION`): a commit
+    /// records replication jobs, and deletes of stored copies go through delete jobs.
+    pub replication: bool,
+    /// Where every blob should end up (`DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS`).
+    pub default_locations: Vec<LocationId>,
 }
 
 impl RegistryConfig {
@@ -43,6 +48,8 @@ impl RegistryConfig {
             preference,
             proxy_storage: true,
             presign_expiry: Duration::from_secs(600),
+            replication: false,
+            default_locations: Vec::new(),
         }
     }
 }
@@ -127,6 +134,20 @@ impl Registry {
             )
             .with_context("location", id)
         })
+    }
+
+    /// The locations a blob committed in `location` must be replicated to.
+    fn replication_targets(&self, location: &LocationId) -> Vec<LocationId> {
+        if !self.inner.config.replication {
+            return Vec::new();
+        }
+        self.inner
+            .config
+            .default_locations
+            .iter()
+            .filter(|l| *l != location)
+            .cloned()
+            .collect()
     }
 
     /// The location new uploads are written to.

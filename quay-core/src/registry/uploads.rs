@@ -258,6 +258,7 @@ impl Registry {
                 size,
                 location: rec.location.clone(),
                 upload_id: Some(rec.id.clone()),
+                replicate_to: self.replication_targets(&rec.location),
             })
             .await?;
         for p in &parts {

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use quay_core::metadata::{now_ms, BlobCommit, BlobIndex, BlobRecord};
-use quay_core::{Digest, LocationId, RepositoryName, Result};
+use quay_core::{Digest, JobKind, LocationId, RepositoryName, Result};
 use sea_orm::sea_query::{Expr, Query, SelectStatement};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
@@ -11,6 +11,7 @@ use sea_orm::{
 use super::convert::{blob_record, location, to_db};
 use super::entities::{blob, blob_placement, repository_blob};
 use super::error::db_error;
+use super::replication::{insert_jobs, specs};
 use super::uploads::delete_upload_rows;
 use super::{commit, ensure_repository, insert_if_absent, rollback, SqlMetadataStore};
 
@@ -51,6 +52,25 @@ impl BlobIndex for SqlMetadataStore {
             .map_err(with_digest)?;
         if let Some(id) = &record.upload_id {
             delete_upload_rows(&txn, id, op).await?;
+        }
+        if !record.replicate_to.is_empty() {
+            // Only targets lacking the blob: a placement may exist from an earlier commit.
+            let held: Vec<LocationId> = blob_placement::Entity::find()
+                .filter(blob_placement::Column::Digest.eq(digest.clone()))
+                .all(&txn)
+                .await
+                .map_err(|e| db_error(op, e))?
+                .iter()
+                .map(|p| location(&p.location))
+                .collect::<Result<_>>()?;
+            let targets: Vec<LocationId> = record
+                .replicate_to
+                .iter()
+                .filter(|t| !held.contains(t))
+                .cloned()
+                .collect();
+            let jobs = specs(JobKind::Replicate, &record.digest, &targets);
+            insert_jobs(&txn, &jobs, now, op).await?;
         }
         commit(txn, op).await
     }
@@ -115,6 +135,7 @@ impl BlobIndex for SqlMetadataStore {
     async fn delete_blob_if_unreferenced(
         &self,
         digest: &Digest,
+        enqueue_deletes: bool,
     ) -> Result<Option<Vec<LocationId>>> {
         let op = "delete_blob_if_unreferenced";
         let err = |e: DbErr| db_error(op, e).with_context("digest", digest);
@@ -149,6 +170,10 @@ impl BlobIndex for SqlMetadataStore {
             .await
             .map_err(err)?;
         if deleted.rows_affected > 0 {
+            if enqueue_deletes {
+                let jobs = specs(JobKind::Delete, digest, &locations);
+                insert_jobs(&txn, &jobs, now_ms(), op).await?;
+            }
             commit(txn, op).await?;
             return Ok(Some(locations));
         }

@@ -44,6 +44,8 @@ mod entities;
 mod error;
 mod manifests;
 mod migrations;
+mod queue;
+mod replication;
 mod uploads;
 
 use std::fmt;
@@ -57,6 +59,7 @@ use sea_orm::{
 };
 
 use self::error::db_error;
+pub use self::queue::SqlJobQueue;
 
 /// The metadata store over sea-orm: repositories, blobs and placements, upload sessions,
 /// manifests and tags, in SQLite or PostgreSQL.

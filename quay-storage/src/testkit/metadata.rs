@@ -242,6 +242,7 @@ fn blob_commit(repository: &str, seed: &str, location: &str) -> Result<BlobCommi
         size: seed.len() as u64,
         location: loc(location)?,
         upload_id: None,
+        replicate_to: Vec::new(),
     })
 }
 

@@ -169,7 +169,7 @@ pub async fn delete_blob_keeps_linked_blobs<H: MetadataHarness>(h: &H) -> Result
     store.commit_blob(&blob_commit("b", "layer", "eu")?).await?;
     let digest = blob_digest("layer");
     store.unlink_blob(&repo("a")?, &digest).await?;
-    assert_eq!(store.delete_blob_if_unreferenced(&digest).await?, None);
+    assert_eq!(store.delete_blob_if_unreferenced(&digest, false).await?, None);
     let Some(record) = store.repository_blob(&repo("b")?, &digest).await? else {
         panic!("linked blob was deleted");
     };
@@ -187,7 +187,7 @@ pub async fn delete_unreferenced_blob_returns_its_locations<H: MetadataHarness>(
     store.commit_blob(&blob_commit("a", "other", "us")?).await?;
     let digest = blob_digest("layer");
     store.unlink_blob(&repo("a")?, &digest).await?;
-    let Some(former) = store.delete_blob_if_unreferenced(&digest).await? else {
+    let Some(former) = store.delete_blob_if_unreferenced(&digest, false).await? else {
         panic!("unlinked blob was kept");
     };
     assert_eq!(
@@ -207,7 +207,7 @@ pub async fn delete_unknown_blob_returns_no_locations<H: MetadataHarness>(h: &H)
     let store = h.open().await?;
     assert_eq!(
         store
-            .delete_blob_if_unreferenced(&blob_digest("nothing"))
+            .delete_blob_if_unreferenced(&blob_digest("nothing"), false)
             .await?,
         Some(Vec::new())
     );

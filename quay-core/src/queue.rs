@@ -1,0 +1,201 @@
+//! The [`JobQueue`] trait: durable background jobs (replicate a blob to a location, delete a
+//! blob's copy from a location), delivered at least once under a lease.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::metadata::TimestampMs;
+use crate::names::LocationId;
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JobKind {
+    /// Copy the blob into the target location and record the placement.
+    Replicate,
+    /// Remove the blob's object from the target location.
+    Delete,
+}
+
+impl JobKind {
+    /// The stored name: `replicate` or `delete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Replicate => "replicate",
+            JobKind::Delete => "delete",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<JobKind> {
+        match s {
+            "replicate" => Some(JobKind::Replicate),
+            "delete" => Some(JobKind::Delete),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job to enqueue. `(kind, digest, target)` is its identity: enqueuing a job that is already
+/// pending, leased or dead adds nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobSpec {
+    /// What to do.
+    pub kind: JobKind,
+    /// The blob.
+    pub digest: Digest,
+    /// The location to act on.
+    pub target: LocationId,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The queue's id for the job.
+    pub id: String,
+    /// What it does.
+    pub spec: JobSpec,
+    /// Claims so far (including the current one).
+    pub attempts: u32,
+    /// When it was enqueued.
+    pub enqueued_at: TimestampMs,
+    /// The error of the last failed attempt.
+    pub last_error: Option<String>,
+}
+
+/// A claimed job: held by one worker until `expires_at`, unless extended by a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The job.
+    pub job: Job,
+    /// The lease's token: only its holder can heartbeat, complete or fail the job.
+    pub token: String,
+    /// When the lease ends unless extended.
+    pub expires_at: TimestampMs,
+}
+
+/// What became of a failed job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// It will be tried again, not before this time.
+    Retry {
+        /// Earliest next attempt.
+        not_before: TimestampMs,
+    },
+    /// It used up its attempts and is kept, dead, with its last error.
+    DeadLettered,
+}
+
+/// Counts for status reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Jobs waiting (including those backing off).
+    pub pending: u64,
+    /// Jobs held by a worker under a live lease.
+    pub leased: u64,
+    /// Dead-lettered jobs.
+    pub dead: u64,
+    /// Enqueue time of the oldest job not dead.
+    pub oldest_pending: Option<TimestampMs>,
+}
+
+/// Retry policy: exponential back-off with jitter, and the attempt that dead-letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// After this many failed attempts a job is dead-lettered.
+    pub max_attempts: u32,
+    /// Delay after the first failure.
+    pub base_delay: Duration,
+    /// The longest delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `attempts + 1`: `base × 2^(attempts-1)`, capped, then scaled by
+    /// a jitter factor in `[0.5, 1.0]` taken from `jitter` (a number in `[0, 1)`).
+    pub fn delay(&self, attempts: u32, jitter: f64) -> Duration {
+        let exp = attempts.saturating_sub(1).min(30);
+        let raw = self
+            .base_delay
+            .saturating_mul(1u32 << exp)
+            .min(self.max_delay);
+        raw.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// A durable queue of [`JobSpec`]s.
+///
+/// # Behavior
+///
+/// - Delivery is at least once: a job stays until its holder completes it, and a job whose
+///   lease expired (its worker vanished) can be claimed again.
+/// - `enqueue` is idempotent per `(kind, digest, target)`; it returns how many were new.
+/// - `claim` hands out up to `max` jobs that are due, each under a fresh lease; two workers
+///   never both hold a live lease on one job.
+/// - `heartbeat`, `complete`, `fail` and `defer` take the lease: when the lease was lost (it
+///   expired and the job was claimed again), they fail with [`ErrorKind::Conflict`] and change
+///   nothing.
+/// - `fail` retries after the policy's back-off, or dead-letters the job with its error once
+///   it used its attempts; dead jobs are kept and counted, never dropped.
+/// - `defer` puts the job back for later without counting the attempt (used when a location is
+///   known to be down).
+///
+/// [`ErrorKind::Conflict`]: crate::ErrorKind::Conflict
+#[async_trait]
+pub trait JobQueue: Send + Sync + fmt::Debug {
+    /// Adds jobs; returns how many were not already queued.
+    async fn enqueue(&self, jobs: &[JobSpec]) -> Result<u64>;
+    /// Claims up to `max` due jobs for `lease`.
+    async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Lease>>;
+    /// Extends a lease by `lease` from now.
+    async fn heartbeat(&self, lease: &Lease, extend: Duration) -> Result<TimestampMs>;
+    /// Removes a finished job.
+    async fn complete(&self, lease: &Lease) -> Result<()>;
+    /// Records a failed attempt.
+    async fn fail(&self, lease: &Lease, error: &str) -> Result<FailOutcome>;
+    /// Releases a job for another try after `delay`, without counting the attempt.
+    async fn defer(&self, lease: &Lease, delay: Duration) -> Result<()>;
+    /// Counts.
+    async fn stats(&self) -> Result<QueueStats>;
+    /// Dead-lettered jobs, oldest first, at most `limit`.
+    async fn dead_jobs(&self, limit: u64) -> Result<Vec<Job>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(10),
+        };
+        assert_eq!(p.delay(1, 1.0), Duration::from_secs(1));
+        assert_eq!(p.delay(2, 1.0), Duration::from_secs(2));
+        assert_eq!(p.delay(4, 1.0), Duration::from_secs(8));
+        assert_eq!(p.delay(9, 1.0), Duration::from_secs(10));
+        assert_eq!(p.delay(2, 0.0), Duration::from_secs(1));
+        assert_eq!(p.delay(1000, 0.5), Duration::from_millis(7500));
+    }
+}

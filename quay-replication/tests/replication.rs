@@ -1,0 +1,266 @@
+//! The worker, reconciler, status and remove-location over two filesystem locations, on
+//! SQLite and PostgreSQL, with the SQL queue.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use quay_core::registry::BlobBody;
+use quay_core::{
+    BlobIndex, ByteStream, Digest, DigestHasher, ErrorKind, JobQueue, LocationId, PlacementIndex,
+    Registry, RegistryConfig, RepositoryName, RetryPolicy, StorageEngine,
+};
+use quay_replication::worker::{ReplicationWorker, WorkerConfig};
+use quay_replication::{reconciler, status};
+use quay_storage::testkit::postgres::{fresh_database, TestDatabase};
+use quay_storage::{OpendalStorage, SqlJobQueue, SqlMetadataStore};
+
+struct Setup {
+    us: Registry,
+    eu: Registry,
+    queue: Arc<dyn JobQueue>,
+    store: SqlMetadataStore,
+    storages: BTreeMap<LocationId, Arc<dyn StorageEngine>>,
+    _dir: tempfile::TempDir,
+    pg: Option<TestDatabase>,
+}
+
+fn id(s: &str) -> LocationId {
+    s.parse().unwrap()
+}
+
+impl Setup {
+    async fn new(postgres: bool, replication: bool) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, pg) = if postgres {
+            let db = fresh_database()
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL is needed: {e}"));
+            (db.url.clone(), Some(db))
+        } else {
+            (
+                format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display()),
+                None,
+            )
+        };
+        let store = SqlMetadataStore::connect(&url).await.unwrap();
+        let mut storages: BTreeMap<LocationId, Arc<dyn StorageEngine>> = BTreeMap::new();
+        for name in ["us", "eu"] {
+            storages.insert(
+                id(name),
+                Arc::new(OpendalStorage::fs(&dir.path().join(name), name).unwrap()),
+            );
+        }
+        let engine = |pref: [&str; 2]| {
+            let mut c = RegistryConfig::new(pref.iter().map(|p| id(p)).collect());
+            c.replication = replication;
+            c.default_locations = vec![id("us"), id("eu")];
+            Registry::new(Arc::new(store.clone()), storages.clone(), c).unwrap()
+        };
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        };
+        Setup {
+            us: engine(["us", "eu"]),
+            eu: engine(["eu", "us"]),
+            queue: Arc::new(SqlJobQueue::new(&store, policy)),
+            store,
+            storages,
+            _dir: dir,
+            pg,
+        }
+    }
+
+    fn worker(&self, registry: &Registry) -> ReplicationWorker {
+        ReplicationWorker::new(
+            registry.clone(),
+            self.queue.clone(),
+            WorkerConfig {
+                concurrency: 4,
+                lease: Duration::from_secs(5),
+                poll_interval: Duration::from_millis(20),
+                verify_readback: true,
+            },
+        )
+    }
+
+    async fn finish(self) {
+        if let Some(db) = self.pg {
+            drop(self.store);
+            db.drop_database().await.unwrap();
+        }
+    }
+}
+
+fn body(data: Vec<u8>) -> ByteStream {
+    Box::pin(futures::stream::iter(
+        data.chunks(64 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+async fn push(reg: &Registry, repo: &str, data: Vec<u8>) -> Digest {
+    let digest = Digest::sha256_of(&data);
+    let repo: RepositoryName = repo.parse().unwrap();
+    reg.put_blob(&repo, &digest, body(data)).await.unwrap();
+    digest
+}
+
+async fn stored_digest(storage: &Arc<dyn StorageEngine>, digest: &Digest) -> Option<Digest> {
+    let mut s = storage.read(&digest.object_path(), None).await.ok()?;
+    let mut h = DigestHasher::new(digest.algorithm());
+    while let Some(c) = s.next().await {
+        h.update(&c.ok()?);
+    }
+    Some(h.finish())
+}
+
+async fn commit_enqueues_and_worker_copies(postgres: bool) {
+    let s = Setup::new(postgres, true).await;
+    let digests = [
+        push(&s.us, "app", vec![7u8; 300_000]).await,
+        push(&s.us, "app", b"small".to_vec()).await,
+    ];
+    // Pushing the same blob again adds no job.
+    push(&s.us, "other", b"small".to_vec()).await;
+    let stats = s.queue.stats().await.unwrap();
+    assert_eq!(stats.pending, 2);
+    // Only in us until the worker runs.
+    for d in &digests {
+        assert!(stored_digest(&s.storages[&id("eu")], d).await.is_none());
+    }
+    let report = status::gather(&s.store, s.queue.as_ref(), &[id("us"), id("eu")], 10)
+        .await
+        .unwrap();
+    assert!(!report.complete);
+    assert_eq!(report.locations[1].missing_blobs, 2);
+
+    assert_eq!(s.worker(&s.eu).drain(10).await.unwrap(), 2);
+    for d in &digests {
+        assert_eq!(
+            stored_digest(&s.storages[&id("eu")], d).await.as_ref(),
+            Some(d)
+        );
+        let blob = s.store.get_blob(d).await.unwrap().unwrap();
+        assert_eq!(blob.locations.len(), 2);
+    }
+    let report = status::gather(&s.store, s.queue.as_ref(), &[id("us"), id("eu")], 10)
+        .await
+        .unwrap();
+    assert!(report.complete, "{}", report.render());
+    assert_eq!(report.pending_jobs, 0);
+    // The eu instance now reads from eu.
+    let read =
+        s.eu.read_blob(&"app".parse().unwrap(), &digests[0], None)
+            .await
+            .unwrap();
+    match read.body {
+        BlobBody::Stream { location, .. } => assert_eq!(location, id("eu")),
+        other => panic!("unexpected {other:?}"),
+    }
+    s.finish().await;
+}
+
+async fn reconciler_heals_blobs_pushed_before_replication(postgres: bool) {
+    let s = Setup::new(postgres, false).await;
+    let d = push(&s.us, "old", b"pushed before replication".to_vec()).await;
+    assert_eq!(s.queue.stats().await.unwrap().pending, 0);
+    let r = reconciler::reconcile(&s.store, s.queue.as_ref(), &[id("us"), id("eu")], |_| {})
+        .await
+        .unwrap();
+    assert_eq!((r.blobs, r.missing, r.enqueued), (1, 1, 1));
+    // Idempotent: a second pass adds nothing.
+    let r = reconciler::reconcile(&s.store, s.queue.as_ref(), &[id("us"), id("eu")], |_| {})
+        .await
+        .unwrap();
+    assert_eq!(r.enqueued, 0);
+    s.worker(&s.us).drain(10).await.unwrap();
+    assert_eq!(stored_digest(&s.storages[&id("eu")], &d).await, Some(d));
+    s.finish().await;
+}
+
+async fn deletes_propagate_to_every_location(postgres: bool) {
+    let s = Setup::new(postgres, true).await;
+    let d = push(&s.us, "gone", b"to be deleted".to_vec()).await;
+    s.worker(&s.us).drain(10).await.unwrap();
+    assert!(stored_digest(&s.storages[&id("eu")], &d).await.is_some());
+    s.us.delete_blob(&"gone".parse().unwrap(), &d)
+        .await
+        .unwrap();
+    // Records are gone at once; copies go through delete jobs.
+    assert!(s.store.get_blob(&d).await.unwrap().is_none());
+    assert_eq!(s.queue.stats().await.unwrap().pending, 2);
+    s.worker(&s.us).drain(10).await.unwrap();
+    for l in ["us", "eu"] {
+        assert!(
+            stored_digest(&s.storages[&id(l)], &d).await.is_none(),
+            "{l}"
+        );
+    }
+    s.finish().await;
+}
+
+async fn remove_location_refuses_last_copy_then_succeeds(postgres: bool) {
+    let s = Setup::new(postgres, false).await;
+    push(&s.us, "r", b"only in us".to_vec()).await;
+    let err = s.store.remove_location(&id("us"), false).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(err.message().contains("1 blobs"), "{err}");
+    reconciler::reconcile(&s.store, s.queue.as_ref(), &[id("us"), id("eu")], |_| {})
+        .await
+        .unwrap();
+    s.worker(&s.eu).drain(10).await.unwrap();
+    let done = s.store.remove_location(&id("us"), false).await.unwrap();
+    assert_eq!(done.placements, 1);
+    assert_eq!(done.sole_copies, 0);
+    s.finish().await;
+}
+
+async fn dead_source_falls_back_and_bad_jobs_dead_letter(postgres: bool) {
+    let s = Setup::new(postgres, true).await;
+    let d = push(&s.us, "x", b"will lose its source".to_vec()).await;
+    // The only copy vanishes from storage: the job fails, retries, then dead-letters.
+    s.storages[&id("us")]
+        .delete(&d.object_path())
+        .await
+        .unwrap();
+    let w = s.worker(&s.eu);
+    for _ in 0..50 {
+        w.drain(5).await.unwrap();
+        if s.queue.stats().await.unwrap().dead == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let dead = s.queue.dead_jobs(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].last_error.is_some());
+    let report = status::gather(&s.store, s.queue.as_ref(), &[id("us"), id("eu")], 10)
+        .await
+        .unwrap();
+    assert_eq!(report.dead.len(), 1);
+    assert!(report.render().contains("dead: replicate"));
+    s.finish().await;
+}
+
+macro_rules! both {
+    ($($case:ident),*) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(false).await } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(true).await } )* }
+    };
+}
+
+both!(
+    commit_enqueues_and_worker_copies,
+    reconciler_heals_blobs_pushed_before_replication,
+    deletes_propagate_to_every_location,
+    remove_location_refuses_last_copy_then_succeeds,
+    dead_source_falls_back_and_bad_jobs_dead_letter
+);
