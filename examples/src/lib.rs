@@ -135,6 +135,7 @@ pub fn spawn_replication(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let worker_config = quay_replication::worker::WorkerConfig {
         concurrency: config.replication_settings.workers,
+        lease: std::time::Duration::from_secs(config.replication_settings.lease_secs),
         ..Default::default()
     };
     let worker = quay_replication::worker::ReplicationWorker::new(

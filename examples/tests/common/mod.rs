@@ -47,6 +47,11 @@ impl Server {
     /// Starts the binary on `127.0.0.1:0` with a fresh data dir and waits (bounded) until
     /// `GET /v2/` answers 200. Panics with the server's log on failure.
     pub fn start() -> Server {
+        Self::start_with(&[], &[])
+    }
+
+    /// Like [`Server::start`], with extra arguments (e.g. `--config FILE`) and environment.
+    pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Server {
         let root = tempfile::tempdir().expect("temp dir");
         let data_dir = root.path().join("data");
         let log_path = root.path().join("server.log");
@@ -57,6 +62,8 @@ impl Server {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&data_dir)
+            .args(args)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -452,11 +459,17 @@ fn write_blob(dir: &Path, data: &[u8]) -> String {
 /// gzip'd tar layers of random content, tagged `tag` in `index.json`. The first layer is
 /// about 2.5 MiB (to exercise multi-chunk uploads), the others about 64 KiB.
 pub fn build_oci_layout(dir: &Path, tag: &str, n_layers: usize) -> OciImage {
+    let sizes: Vec<usize> = (0..n_layers)
+        .map(|i| if i == 0 { 2_500_000 } else { 64 * 1024 })
+        .collect();
+    build_oci_layout_sized(dir, tag, &sizes)
+}
+
+/// Like [`build_oci_layout`], with one layer of about each of `sizes` bytes.
+pub fn build_oci_layout_sized(dir: &Path, tag: &str, sizes: &[usize]) -> OciImage {
     fs::create_dir_all(dir.join("blobs/sha256")).expect("mkdir blobs");
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
-    let layers: Vec<Layer> = (0..n_layers)
-        .map(|i| make_layer(if i == 0 { 2_500_000 } else { 64 * 1024 }))
-        .collect();
+    let layers: Vec<Layer> = sizes.iter().map(|&n| make_layer(n)).collect();
     for l in &layers {
         write_blob(dir, &l.gz);
     }
@@ -536,4 +549,17 @@ pub fn layout_manifest_digest(layout: &Path, tag: Option<&str>) -> String {
         }
     };
     entry["digest"].as_str().expect("digest").to_string()
+}
+
+/// Calls `f` on every file below `root` (recursively).
+pub fn walk_files(root: &Path, f: &mut dyn FnMut(&Path)) {
+    let Ok(rd) = fs::read_dir(root) else { return };
+    for entry in rd.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk_files(&path, f);
+        } else {
+            f(&path);
+        }
+    }
 }

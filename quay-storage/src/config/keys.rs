@@ -12,6 +12,12 @@ pub(crate) const OURS: &[&str] = &[
     "USER_EVENTS_REDIS",
     "SERVER_HOSTNAME",
     "SUPER_USERS",
+    "QUAY_REPLICATION_QUEUE",
+    "QUAY_REPLICATION_REDIS",
+    "QUAY_REPLICATION_WORKERS",
+    "QUAY_REPLICATION_MAX_ATTEMPTS",
+    "QUAY_RECONCILE_INTERVAL_SECS",
+    "QUAY_REPLICATION_LEASE_SECS",
 ];
 
 /// Keys of Quay's that are close to ours in spelling but are real, distinct keys.

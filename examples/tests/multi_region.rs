@@ -1,0 +1,405 @@
+//! Two regions: two `quay-server` processes (preferences us / eu) sharing one PostgreSQL
+//! database, each region with its own S3 server (s3s-fs, in-process on loopback), configured
+//! with Quay's `GoogleCloudStorage` driver pointed at those servers. Real clients: skopeo.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{build_oci_layout, run_with_timeout, sha256_digest, OciImage, Server};
+use quay_storage::testkit::postgres::{fresh_database, TestDatabase};
+use quay_storage::testkit::s3::S3TestServer;
+
+const BUCKET: &str = "quay";
+const STORAGE_PATH: &str = "/quaydata";
+
+struct Regions {
+    us_s3: S3TestServer,
+    eu_s3: S3TestServer,
+    db: Option<TestDatabase>,
+    rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Regions {
+    /// Two S3 servers, a fresh database, and a config file in Quay's format.
+    fn new(proxy: bool, extra: &str) -> Regions {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let db = rt
+            .block_on(fresh_database())
+            .unwrap_or_else(|e| panic!("PostgreSQL is needed for this test: {e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let us_s3 = S3TestServer::start(dir.path().join("s3-us"), &[BUCKET]).unwrap();
+        let eu_s3 = S3TestServer::start(dir.path().join("s3-eu"), &[BUCKET]).unwrap();
+        let location = |s3: &S3TestServer| {
+            format!(
+                "    - GoogleCloudStorage\n    - access_key: {}\n      secret_key: {}\n      \
+                 bucket_name: {BUCKET}\n      storage_path: {STORAGE_PATH}\n      endpoint_url: {}\n",
+                s3.access_key(),
+                s3.secret_key(),
+                s3.endpoint()
+            )
+        };
+        let yaml = format!(
+            "DB_URI: {}\nDISTRIBUTED_STORAGE_CONFIG:\n  usstorage:\n{}  eustorage:\n{}\
+             DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS: [usstorage, eustorage]\n\
+             DISTRIBUTED_STORAGE_PREFERENCE: [usstorage, eustorage]\n\
+             FEATURE_STORAGE_REPLICATION: true\nFEATURE_PROXY_STORAGE: {proxy}\n\
+             SERVER_HOSTNAME: registry.example.com\nSETUP_COMPLETE: true\n{extra}",
+            db.url,
+            location(&us_s3),
+            location(&eu_s3)
+        );
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        Regions {
+            us_s3,
+            eu_s3,
+            db: Some(db),
+            rt,
+            dir,
+            config,
+        }
+    }
+
+    fn server(&self, region: &str, worker: bool) -> Server {
+        let mut args = vec!["--config", self.config.to_str().unwrap()];
+        if !worker {
+            args.push("--no-worker");
+        }
+        Server::start_with(&args, &[("QUAY_DISTRIBUTED_STORAGE_PREFERENCE", region)])
+    }
+
+    fn quayctl(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quayctl"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("QUAY_DISTRIBUTED_STORAGE_PREFERENCE", "eustorage usstorage");
+        cmd
+    }
+
+    fn quayctl_ok(&self, args: &[&str], timeout: Duration) -> String {
+        let out = run_with_timeout(&mut self.quayctl(args), timeout);
+        assert!(
+            out.status.success(),
+            "quayctl {args:?} failed: {}",
+            describe(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A `quayctl worker` process (logs to a file in the test dir).
+    fn worker(&self, name: &str) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        self.quayctl(&["worker"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap()
+    }
+
+    /// The object file of a blob in a region's bucket, if present.
+    fn object(s3: &S3TestServer, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        s3.dir()
+            .join(BUCKET)
+            .join(STORAGE_PATH.trim_start_matches('/'))
+            .join("sha256")
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    fn holds(s3: &S3TestServer, digest: &str) -> bool {
+        let path = Self::object(s3, digest);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                assert_eq!(
+                    sha256_digest(&bytes),
+                    digest,
+                    "corrupt object {}",
+                    path.display()
+                );
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for Regions {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            let _ = self.rt.block_on(db.drop_database());
+        }
+    }
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// skopeo with a permissive policy in a temp dir.
+fn skopeo(work: &Path, args: &[&str]) -> Output {
+    let policy = work.join("policy.json");
+    if !policy.exists() {
+        std::fs::write(
+            &policy,
+            br#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+        )
+        .unwrap();
+    }
+    assert!(
+        Path::new("/usr/bin/skopeo").exists(),
+        "skopeo is not installed: run `apt-get install -y skopeo`"
+    );
+    let mut cmd = Command::new("/usr/bin/skopeo");
+    cmd.arg("--policy")
+        .arg(&policy)
+        .args(args)
+        .env("REGISTRY_AUTH_FILE", work.join("auth.json"))
+        .env("TMPDIR", work);
+    run_with_timeout(&mut cmd, Duration::from_secs(300))
+}
+
+fn push(work: &Path, server: &Server, image: &OciImage, repo: &str) {
+    let src = format!("oci:{}:{}", image.dir.display(), image.tag);
+    let dst = format!("docker://{}/{repo}:{}", server.host(), image.tag);
+    let out = skopeo(work, &["copy", "--dest-tls-verify=false", &src, &dst]);
+    assert!(
+        out.status.success(),
+        "push failed: {}\nserver log:\n{}",
+        describe(&out),
+        server.log()
+    );
+}
+
+fn pull(work: &Path, server: &Server, repo: &str, tag: &str, into: &Path) {
+    let src = format!("docker://{}/{repo}:{tag}", server.host());
+    let dst = format!("oci:{}:{tag}", into.display());
+    let out = skopeo(work, &["copy", "--src-tls-verify=false", &src, &dst]);
+    assert!(
+        out.status.success(),
+        "pull failed: {}\nserver log:\n{}",
+        describe(&out),
+        server.log()
+    );
+}
+
+fn blob_digests(image: &OciImage) -> Vec<String> {
+    let mut v = vec![image.config_digest.clone()];
+    v.extend(image.layers.iter().map(|l| l.digest.clone()));
+    v
+}
+
+/// Issue 3: a push lands in the pushing region only; the other region serves it from there,
+/// and from its own location once a copy exists. `proxy` picks streaming or redirects.
+fn push_us_pull_eu(proxy: bool) {
+    let regions = Regions::new(proxy, "");
+    let us = regions.server("usstorage", false);
+    let eu = regions.server("eustorage", false);
+    let work = regions.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let image = build_oci_layout(&work.join("image"), "v1", 3);
+    push(&work, &us, &image, "geo/app");
+
+    for d in blob_digests(&image) {
+        assert!(Regions::holds(&regions.us_s3, &d), "us lacks {d}");
+        assert!(!Regions::holds(&regions.eu_s3, &d), "eu already holds {d}");
+    }
+    let layer = &image.layers[0].digest;
+    let path = format!("/v2/geo/app/blobs/{layer}");
+    let served_from = |server: &Server| {
+        let resp = server.request("GET", &path, &[], None);
+        if proxy {
+            assert_eq!(resp.status, 200, "{}", server.log());
+            assert_eq!(sha256_digest(&resp.body), *layer);
+            resp.header("x-storage-location").unwrap().to_owned()
+        } else {
+            assert_eq!(resp.status, 307, "{}", server.log());
+            let location = resp.header("location").unwrap().to_owned();
+            if location.starts_with(regions.us_s3.endpoint()) {
+                "usstorage".to_owned()
+            } else {
+                assert!(location.starts_with(regions.eu_s3.endpoint()), "{location}");
+                "eustorage".to_owned()
+            }
+        }
+    };
+    assert_eq!(served_from(&eu), "usstorage");
+    assert_eq!(served_from(&us), "usstorage");
+    // A full pull through the eu instance works while only us holds the blobs.
+    let pulled = work.join("pulled-before");
+    pull(&work, &eu, "geo/app", "v1", &pulled);
+    let hashes = common::layout_blob_hashes(&pulled);
+    for d in blob_digests(&image) {
+        assert!(hashes.contains_key(&d), "pulled layout lacks {d}");
+    }
+
+    // Replicate with a standalone worker, wait for completion, then eu serves from eu.
+    let mut worker = regions.worker("worker");
+    regions.quayctl_ok(
+        &["status", "--wait", "--timeout", "120"],
+        Duration::from_secs(150),
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+    for d in blob_digests(&image) {
+        assert!(
+            Regions::holds(&regions.eu_s3, &d),
+            "eu lacks {d} after replication"
+        );
+    }
+    assert_eq!(served_from(&eu), "eustorage");
+    assert_eq!(served_from(&us), "usstorage");
+}
+
+#[test]
+fn push_us_pull_eu_proxy_mode() {
+    push_us_pull_eu(true);
+}
+
+#[test]
+fn push_us_pull_eu_redirect_mode() {
+    push_us_pull_eu(false);
+}
+
+/// Issue 4: with workers running in both servers, a push to us is replicated to eu;
+/// `quayctl status --wait` returns; both buckets hold every blob with the right sha256.
+#[test]
+fn replication_completes_and_status_wait_returns() {
+    let regions = Regions::new(true, "QUAY_RECONCILE_INTERVAL_SECS: 2\n");
+    let us = regions.server("usstorage", true);
+    let eu = regions.server("eustorage", true);
+    let work = regions.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let image = build_oci_layout(&work.join("image"), "v1", 3);
+    let started = Instant::now();
+    push(&work, &us, &image, "geo/rep");
+    let out = regions.quayctl_ok(
+        &["status", "--wait", "--timeout", "120"],
+        Duration::from_secs(150),
+    );
+    assert!(out.contains("replication complete"), "{out}");
+    eprintln!(
+        "replicated {} blobs in {:?} after push",
+        image.layers.len() + 1,
+        started.elapsed()
+    );
+    for d in blob_digests(&image) {
+        assert!(Regions::holds(&regions.us_s3, &d), "us lacks {d}");
+        assert!(Regions::holds(&regions.eu_s3, &d), "eu lacks {d}");
+    }
+    let json = regions.quayctl_ok(&["status", "--json"], Duration::from_secs(30));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["complete"], true);
+    assert_eq!(v["pending_jobs"], 0);
+    let resp = eu.request(
+        "GET",
+        &format!("/v2/geo/rep/blobs/{}", image.layers[0].digest),
+        &[],
+        None,
+    );
+    assert_eq!(resp.header("x-storage-location"), Some("eustorage"));
+    // Metrics saw the copies.
+    let metrics = us.request("GET", "/metrics", &[], None).text()
+        + &eu.request("GET", "/metrics", &[], None).text();
+    assert!(
+        metrics.contains("quay_replication_jobs_completed_total"),
+        "{metrics}"
+    );
+}
+
+/// Issue 4: the worker is SIGKILLed in the middle of replicating a large image and started
+/// again; replication completes and every blob verifies in both buckets.
+#[test]
+fn worker_killed_mid_copy_resumes_and_verifies() {
+    let regions = Regions::new(
+        true,
+        "QUAY_REPLICATION_WORKERS: 1\nQUAY_REPLICATION_LEASE_SECS: 2\n",
+    );
+    let us = regions.server("usstorage", false);
+    let work = regions.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let image =
+        common::build_oci_layout_sized(&work.join("image"), "big", &[24 << 20, 24 << 20, 24 << 20]);
+    push(&work, &us, &image, "geo/big");
+    let blobs = blob_digests(&image);
+
+    let mut worker = regions.worker("worker-1");
+    // Kill it once the first copy landed but before the last one did.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let held = blobs
+            .iter()
+            .filter(|d| Regions::holds(&regions.eu_s3, d))
+            .count();
+        if held >= 1 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe_kill(&mut worker);
+    let held_at_kill = blobs
+        .iter()
+        .filter(|d| Regions::holds(&regions.eu_s3, d))
+        .count();
+    eprintln!(
+        "worker killed with {held_at_kill}/{} blobs copied",
+        blobs.len()
+    );
+    assert!(
+        held_at_kill < blobs.len(),
+        "the worker finished before it could be killed"
+    );
+
+    let mut worker = regions.worker("worker-2");
+    regions.quayctl_ok(
+        &["status", "--wait", "--timeout", "180"],
+        Duration::from_secs(200),
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+    for d in &blobs {
+        assert!(Regions::holds(&regions.eu_s3, d), "eu lacks {d}");
+    }
+    // No stray objects: everything under the eu root is a verified blob.
+    let root = regions
+        .eu_s3
+        .dir()
+        .join(BUCKET)
+        .join(STORAGE_PATH.trim_start_matches('/'));
+    let mut stray = Vec::new();
+    common::walk_files(&root, &mut |p| {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let ok = blobs.iter().any(|d| d.ends_with(&name));
+        if !ok {
+            stray.push(p.to_path_buf());
+        }
+    });
+    assert!(stray.is_empty(), "unexpected objects in eu: {stray:?}");
+}
+
+/// SIGKILL, not a polite stop.
+fn unsafe_kill(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-9")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
