@@ -63,7 +63,19 @@ pub fn build_locations(
 ) -> Result<BTreeMap<LocationId, Arc<dyn StorageEngine>>> {
     let mut out = BTreeMap::new();
     for (id, driver) in &config.locations {
-        out.insert(id.clone(), build_location(id, driver)?);
+        let engine = build_location(id, driver)?;
+        let timeout = std::time::Duration::from_secs(config.storage_timeout_secs);
+        let engine: Arc<dyn StorageEngine> = Arc::new(quay_storage::layers::TimeoutStorage::new(
+            engine,
+            id.as_str(),
+            timeout,
+            timeout,
+        ));
+        out.insert(
+            id.clone(),
+            Arc::new(quay_storage::layers::MeteredStorage::new(engine, id))
+                as Arc<dyn StorageEngine>,
+        );
     }
     Ok(out)
 }

@@ -26,7 +26,7 @@ pub mod storage;
 
 pub use digest::{Algorithm, Digest, DigestHasher};
 pub use error::{Error, ErrorKind, Result};
-pub use health::{HealthCheck, HealthStatus};
+pub use health::{BreakerConfig, HealthCheck, HealthStatus, HealthTracker, LocationState};
 pub use manifest::{media_types, parse_manifest, Descriptor, ManifestKind, ParsedManifest};
 pub use metadata::{
     BlobCommit, BlobIndex, BlobRecord, LocationRemoval, LocationStats, ManifestIndex,

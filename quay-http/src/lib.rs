@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod health;
 mod routes;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub struct AppState {
     /// The engine.
     pub registry: Registry,
     metrics: Option<MetricsRender>,
+    health: Option<Arc<health::HealthMonitor>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -43,6 +45,7 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("registry", &self.registry)
             .field("metrics", &self.metrics.is_some())
+            .field("health", &self.health)
             .finish()
     }
 }
@@ -52,6 +55,8 @@ impl std::fmt::Debug for AppState {
 pub struct RouterOptions {
     /// Serves `GET /metrics` from this renderer.
     pub metrics: Option<MetricsRender>,
+    /// Serves `/health/instance` and `/health/endtoend` from this monitor's latest results.
+    pub health: Option<Arc<health::HealthMonitor>>,
 }
 
 /// The OCI Distribution API routes for `registry`.
@@ -64,6 +69,7 @@ pub fn router_with(registry: Registry, options: RouterOptions) -> Router {
     let state = AppState {
         registry,
         metrics: options.metrics,
+        health: options.health,
     };
     Router::new()
         .route("/v2", get(base))
@@ -71,6 +77,8 @@ pub fn router_with(registry: Registry, options: RouterOptions) -> Router {
         .route("/v2/_catalog", get(catalog))
         .route("/v2/{*rest}", any(routes::dispatch))
         .route("/metrics", get(metrics))
+        .route("/health/instance", get(health::instance))
+        .route("/health/endtoend", get(health::endtoend))
         .fallback(not_found)
         .layer(axum::middleware::map_response(add_api_version))
         .with_state(state)

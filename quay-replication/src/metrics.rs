@@ -7,6 +7,7 @@
 //! | `quay_replication_jobs_completed_total` | counter | `kind`, `target` | jobs finished |
 //! | `quay_replication_jobs_failed_total` | counter | `kind` | failed attempts that will be retried |
 //! | `quay_replication_jobs_dead_total` | counter | `kind` | jobs dead-lettered |
+//! | `quay_replication_jobs_deferred_total` | counter | `kind` | jobs put back because a location is down (no attempt counted) |
 //! | `quay_replication_queue_depth` | gauge | `state` | jobs `pending`, `leased`, `dead` |
 //! | `quay_replication_oldest_pending_seconds` | gauge | | age of the oldest job not dead |
 //! | `quay_replication_bytes_copied_total` | counter | `source`, `target` | bytes copied per location pair |
@@ -22,6 +23,10 @@ pub(crate) fn job_done(kind: JobKind, target: &LocationId) {
 
 pub(crate) fn job_failed(kind: JobKind) {
     metrics::counter!("quay_replication_jobs_failed_total", "kind" => kind.as_str()).increment(1);
+}
+
+pub(crate) fn job_deferred(kind: JobKind) {
+    metrics::counter!("quay_replication_jobs_deferred_total", "kind" => kind.as_str()).increment(1);
 }
 
 pub(crate) fn job_dead(kind: JobKind) {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use quay_core::health::is_outage;
 use quay_core::metadata::now_ms;
 use quay_core::registry::route::order_placements;
 use quay_core::{
@@ -52,6 +53,8 @@ impl Default for WorkerConfig {
 /// What a job came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// A location it needs is down: try again later without counting the attempt.
+    Deferred(String),
     /// A copy was made and recorded.
     Copied {
         /// The location read from.
@@ -168,6 +171,19 @@ impl ReplicationWorker {
             lost = beat => Err(lost),
         };
         match result {
+            Ok(Outcome::Deferred(why)) => {
+                let delay = self
+                    .registry
+                    .config()
+                    .breaker
+                    .open_for
+                    .max(Duration::from_secs(1));
+                if let Err(e) = self.queue.defer(&lease, delay).await {
+                    warn!(job = %lease.job.id, error = %e, "cannot defer job");
+                }
+                m::job_deferred(kind);
+                debug!(job = %lease.job.id, reason = %why, "job deferred");
+            }
             Ok(outcome) => {
                 if let Err(e) = self.queue.complete(&lease).await {
                     warn!(job = %lease.job.id, error = %e, "cannot complete job");
@@ -238,6 +254,10 @@ impl ReplicationWorker {
         if blob.locations.contains(target) {
             return Ok(Outcome::Noop);
         }
+        let health = self.registry.health();
+        if !health.allow(target) {
+            return Ok(Outcome::Deferred(format!("target {target} is down")));
+        }
         let target_storage = self.storage(target)?;
         let sources: Vec<LocationId> =
             order_placements(&self.registry.config().preference, &blob.locations)
@@ -245,15 +265,22 @@ impl ReplicationWorker {
                 .filter(|l| l != target)
                 .collect();
         let mut last: Option<Error> = None;
+        let mut down = Vec::new();
         for source in sources {
             let Ok(source_storage) = self.storage(&source) else {
                 continue;
             };
+            if !health.allow(&source) {
+                down.push(source);
+                continue;
+            }
             match self
                 .copy(&source_storage, &target_storage, digest, blob.size)
                 .await
             {
                 Ok(()) => {
+                    health.record_success(&source);
+                    health.record_success(target);
                     if !self
                         .registry
                         .metadata()
@@ -269,10 +296,30 @@ impl ReplicationWorker {
                         bytes: blob.size,
                     });
                 }
-                Err(e) => {
+                Err(CopyError::Target(e)) => {
+                    health.record_failure(target, &e);
+                    if is_outage(&e) {
+                        return Ok(Outcome::Deferred(format!("target {target} failed: {e}")));
+                    }
+                    return Err(e.with_context("target", target));
+                }
+                Err(CopyError::Source(e)) => {
+                    health.record_failure(&source, &e);
                     warn!(%digest, %source, %target, error = %e, "copy failed; trying another holder");
                     last = Some(e.with_context("source", &source));
                 }
+            }
+        }
+        if last.is_none() && !down.is_empty() {
+            let names: Vec<&str> = down.iter().map(|l| l.as_str()).collect();
+            return Ok(Outcome::Deferred(format!(
+                "every holder is down: {}",
+                names.join(", ")
+            )));
+        }
+        if let Some(e) = &last {
+            if is_outage(e) && !down.is_empty() {
+                return Ok(Outcome::Deferred(format!("holders down or failing: {e}")));
             }
         }
         Err(last.unwrap_or_else(|| {
@@ -291,26 +338,35 @@ impl ReplicationWorker {
         target: &Arc<dyn StorageEngine>,
         digest: &Digest,
         size: u64,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), CopyError> {
         let path = digest.object_path();
-        let stream = source.read(&path, None).await?;
+        let stream = source.read(&path, None).await.map_err(CopyError::Source)?;
         let (stream, seen) = hashing(stream, digest);
-        let written = target.write(&path, stream).await?;
+        let source_failed = seen.source_failed.clone();
+        let written = target.write(&path, stream).await.map_err(|e| {
+            // An error that came out of the source stream is the source's.
+            if source_failed.load(std::sync::atomic::Ordering::SeqCst) {
+                CopyError::Source(e)
+            } else {
+                CopyError::Target(e)
+            }
+        })?;
         let (bytes, got) = seen.take();
         let verified = match got {
             Some(d) if &d == digest && bytes == size && written == size => {
-                target.stat(&path).await?.size == size
+                target.stat(&path).await.map_err(CopyError::Target)?.size == size
             }
             _ => false,
         };
-        let verified =
-            verified && (!self.config.verify_readback || readback(target, digest).await?);
+        let verified = verified
+            && (!self.config.verify_readback
+                || readback(target, digest).await.map_err(CopyError::Target)?);
         if !verified {
             let _ = target.delete(&path).await;
-            return Err(Error::new(
+            return Err(CopyError::Source(Error::new(
                 ErrorKind::DigestInvalid,
                 format!("copy of {digest} did not verify ({bytes} bytes read, {size} expected)"),
-            ));
+            )));
         }
         Ok(())
     }
@@ -322,17 +378,37 @@ impl ReplicationWorker {
                 return Ok(Outcome::Noop);
             }
         }
-        self.storage(target)?.delete(&digest.object_path()).await?;
-        Ok(Outcome::Deleted)
+        let health = self.registry.health();
+        if !health.allow(target) {
+            return Ok(Outcome::Deferred(format!("target {target} is down")));
+        }
+        let deleted = self.storage(target)?.delete(&digest.object_path()).await;
+        health.record(target, &deleted);
+        match deleted {
+            Ok(()) => Ok(Outcome::Deleted),
+            Err(e) if is_outage(&e) => {
+                Ok(Outcome::Deferred(format!("target {target} failed: {e}")))
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
+/// Which side of a copy failed.
+enum CopyError {
+    Source(Error),
+    Target(Error),
+}
+
 /// The bytes and digest seen by a [`hashing`] stream.
-struct Seen(Arc<std::sync::Mutex<(u64, Option<DigestHasher>)>>);
+struct Seen {
+    state: Arc<std::sync::Mutex<(u64, Option<DigestHasher>)>>,
+    source_failed: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Seen {
     fn take(&self) -> (u64, Option<Digest>) {
-        let mut g = match self.0.lock() {
+        let mut g = match self.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
@@ -347,8 +423,10 @@ fn hashing(stream: ByteStream, digest: &Digest) -> (ByteStream, Seen) {
         Some(DigestHasher::new(digest.algorithm())),
     )));
     let s = state.clone();
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = failed.clone();
     let out = stream.map(move |chunk| {
-        let chunk = chunk?;
+        let chunk = chunk.inspect_err(|_| f.store(true, std::sync::atomic::Ordering::SeqCst))?;
         let mut g = match s.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -359,7 +437,13 @@ fn hashing(stream: ByteStream, digest: &Digest) -> (ByteStream, Seen) {
         }
         Ok(chunk)
     });
-    (Box::pin(out), Seen(state))
+    (
+        Box::pin(out),
+        Seen {
+            state,
+            source_failed: failed,
+        },
+    )
 }
 
 async fn readback(target: &Arc<dyn StorageEngine>, digest: &Digest) -> Result<bool> {

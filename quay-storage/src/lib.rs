@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod layers;
 pub mod opendal;
 pub mod sql;
 #[cfg(feature = "testkit")]

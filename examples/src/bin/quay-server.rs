@@ -28,6 +28,9 @@ struct Args {
     /// Upload sessions idle this long (seconds) are removed with their data.
     #[arg(long, default_value_t = 24 * 3600)]
     upload_expiry_secs: u64,
+    /// Seconds between background health probes (database, Redis, every storage location).
+    #[arg(long, default_value_t = 2)]
+    health_interval_secs: u64,
     /// Do not run the replication worker and reconciler in this process (run `quayctl worker`
     /// instead).
     #[arg(long)]
@@ -68,6 +71,10 @@ async fn run(args: Args) -> quay_core::Result<()> {
     let registry = opened.registry.clone();
     info!(preference = ?config.preference, replication = config.replication, "registry ready");
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+        ])
+        .map_err(|e| quay_core::Error::internal("bad metrics buckets").with_source(e))?
         .install_recorder()
         .map_err(|e| {
             quay_core::Error::internal("cannot install the metrics recorder").with_source(e)
@@ -113,8 +120,20 @@ async fn run(args: Args) -> quay_core::Result<()> {
         .local_addr()
         .map_err(|e| quay_core::Error::internal("no local address").with_source(e))?;
     info!(address = %local, "listening");
+    let probe_timeout = Duration::from_secs(config.storage_timeout_secs.min(10));
+    let monitor = std::sync::Arc::new(quay_http::health::HealthMonitor::for_registry(
+        &registry,
+        std::sync::Arc::new(opened.store.clone()),
+        probe_timeout,
+    ));
+    monitor.refresh().await;
+    background.push(tokio::spawn(monitor.clone().run(
+        Duration::from_secs(args.health_interval_secs.max(1)),
+        quay_examples::stopped(stop_rx.clone()),
+    )));
     let options = quay_http::RouterOptions {
         metrics: Some(std::sync::Arc::new(move || metrics.render())),
+        health: Some(monitor),
     };
     let app = quay_http::router_with(registry, options);
     let served = axum_serve(listener, app).await;

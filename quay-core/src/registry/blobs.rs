@@ -98,10 +98,15 @@ impl Registry {
         };
         let path = digest.object_path();
         let mut last_error: Option<Error> = None;
+        let mut skipped: Vec<LocationId> = Vec::new();
         for location in self.read_order(&blob) {
             let Ok(storage) = self.location(&location) else {
                 continue;
             };
+            if !self.inner.health.allow(&location) {
+                skipped.push(location);
+                continue;
+            }
             if !self.inner.config.proxy_storage && storage.capabilities().presign && range.is_none()
             {
                 match storage
@@ -123,7 +128,10 @@ impl Registry {
                     }
                 }
             }
-            match open_checked(storage.read(&path, range.clone()).await, blob.size == 0).await {
+            let opened =
+                open_checked(storage.read(&path, range.clone()).await, blob.size == 0).await;
+            self.inner.health.record(&location, &opened);
+            match opened {
                 Ok(stream) => {
                     return Ok(BlobRead {
                         digest: digest.clone(),
@@ -138,10 +146,13 @@ impl Registry {
                 }
             }
         }
-        let mut err = Error::new(
-            ErrorKind::Unavailable,
-            format!("blob {digest} could not be read from any storage location that holds it"),
-        );
+        let mut message =
+            format!("blob {digest} could not be read from any storage location that holds it");
+        if !skipped.is_empty() {
+            let names: Vec<&str> = skipped.iter().map(|l| l.as_str()).collect();
+            message.push_str(&format!("; down: {}", names.join(", ")));
+        }
+        let mut err = Error::new(ErrorKind::Unavailable, message);
         if let Some(e) = last_error {
             err = err.with_source(e);
         }

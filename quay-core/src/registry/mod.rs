@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::health::{BreakerConfig, HealthTracker};
 use crate::metadata::MetadataStore;
 use crate::names::LocationId;
 use crate::storage::StorageEngine;
@@ -39,6 +40,8 @@ pub struct RegistryConfig {
     pub replication: bool,
     /// Where every blob should end up (`DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS`).
     pub default_locations: Vec<LocationId>,
+    /// When a location is considered down, and for how long it is skipped.
+    pub breaker: BreakerConfig,
 }
 
 impl RegistryConfig {
@@ -50,6 +53,7 @@ impl RegistryConfig {
             presign_expiry: Duration::from_secs(600),
             replication: false,
             default_locations: Vec::new(),
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -61,6 +65,7 @@ pub struct Registry {
 }
 
 struct Inner {
+    health: Arc<HealthTracker>,
     metadata: Arc<dyn MetadataStore>,
     locations: BTreeMap<LocationId, Arc<dyn StorageEngine>>,
     config: RegistryConfig,
@@ -104,6 +109,7 @@ impl Registry {
         }
         Ok(Registry {
             inner: Arc::new(Inner {
+                health: Arc::new(HealthTracker::new(config.breaker.clone())),
                 metadata,
                 locations,
                 config,
@@ -114,6 +120,12 @@ impl Registry {
     /// The metadata store.
     pub fn metadata(&self) -> &Arc<dyn MetadataStore> {
         &self.inner.metadata
+    }
+
+    /// The per-location health tracker (circuit breakers) that routes reads, writes and
+    /// replication around failed locations.
+    pub fn health(&self) -> &Arc<HealthTracker> {
+        &self.inner.health
     }
 
     /// The engine's configuration.
@@ -150,9 +162,19 @@ impl Registry {
             .collect()
     }
 
-    /// The location new uploads are written to.
-    fn write_location(&self) -> &LocationId {
-        // `new` guarantees the preference is non-empty.
-        &self.inner.config.preference[0]
+    /// The location new uploads are written to: the first preferred location that is up;
+    /// when all are down, the first that accepts a trial request (write failover).
+    pub fn write_location(&self) -> Result<LocationId> {
+        let pref = &self.inner.config.preference;
+        if let Some(up) = pref.iter().find(|l| self.inner.health.is_up(l)) {
+            return Ok(up.clone());
+        }
+        if let Some(trial) = pref.iter().find(|l| self.inner.health.allow(l)) {
+            return Ok(trial.clone());
+        }
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            "every preferred storage location is down; try again shortly",
+        ))
     }
 }

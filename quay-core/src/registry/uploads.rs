@@ -45,7 +45,7 @@ impl Registry {
     #[instrument(skip(self), fields(repository = %repository))]
     pub async fn start_upload(&self, repository: &RepositoryName) -> Result<UploadStatus> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let location = self.write_location().clone();
+        let location = self.write_location()?;
         self.inner
             .metadata
             .create_upload(&id, repository, &location)
@@ -110,7 +110,16 @@ impl Registry {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let (body, seen) = tap(body, Some(Algorithm::Sha256));
-        if let Err(e) = storage.write(&path, body).await {
+        let written = storage.write(&path, body).await;
+        if let Err(e) = &written {
+            // A client that stops sending is not the location's fault.
+            if e.kind() != ErrorKind::BlobUploadInvalid {
+                self.inner.health.record_failure(&rec.location, e);
+            }
+        } else {
+            self.inner.health.record_success(&rec.location);
+        }
+        if let Err(e) = written {
             remove_quietly(&storage, &path, &rec.location).await;
             return Err(e);
         }

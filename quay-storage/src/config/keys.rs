@@ -18,6 +18,7 @@ pub(crate) const OURS: &[&str] = &[
     "QUAY_REPLICATION_MAX_ATTEMPTS",
     "QUAY_RECONCILE_INTERVAL_SECS",
     "QUAY_REPLICATION_LEASE_SECS",
+    "QUAY_STORAGE_TIMEOUT_SECS",
 ];
 
 /// Keys of Quay's that are close to ours in spelling but are real, distinct keys.

@@ -24,7 +24,7 @@ const SQLITE_MAX_CONNECTIONS: u32 = 8;
 /// Connections of a Postgres pool.
 const POSTGRES_MAX_CONNECTIONS: u32 = 16;
 /// How long an operation waits for a pooled connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens a pool for `url`: `sqlite:...` or `postgres://...` / `postgresql://...`.
 pub(crate) async fn open(url: &str) -> Result<DatabaseConnection> {

@@ -42,6 +42,7 @@ mod connect;
 mod convert;
 mod entities;
 mod error;
+mod health;
 mod manifests;
 mod migrations;
 mod queue;

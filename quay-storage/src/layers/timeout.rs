@@ -1,0 +1,161 @@
+//! [`TimeoutStorage`]: bounds every remote call of a storage engine, so a dead endpoint costs
+//! a bounded wait.
+//!
+//! Single operations (stat, delete, list, probe, copy, rename, presign, opening a read) are
+//! bounded by `op_timeout`. Streams are bounded by `io_timeout` of inactivity: a read whose
+//! next chunk does not arrive in time fails, and a write that makes no progress (no input
+//! consumed, or a final commit that does not return) in time fails. A timeout is
+//! [`ErrorKind::Timeout`], temporary.
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use quay_core::{
+    ByteStream, Error, ErrorKind, ObjectMeta, Result, StorageCapabilities, StorageEngine,
+};
+
+/// A storage engine whose calls are bounded in time.
+#[derive(Debug, Clone)]
+pub struct TimeoutStorage {
+    inner: Arc<dyn StorageEngine>,
+    name: String,
+    op_timeout: Duration,
+    io_timeout: Duration,
+}
+
+impl TimeoutStorage {
+    /// Wraps `inner` (named `name` in errors).
+    pub fn new(
+        inner: Arc<dyn StorageEngine>,
+        name: impl Into<String>,
+        op_timeout: Duration,
+        io_timeout: Duration,
+    ) -> Self {
+        TimeoutStorage {
+            inner,
+            name: name.into(),
+            op_timeout,
+            io_timeout,
+        }
+    }
+
+    fn timeout_error(&self, operation: &str, after: Duration) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            format!("storage {operation} got no answer within {after:?}"),
+        )
+        .with_context("location", &self.name)
+    }
+
+    async fn bounded<T>(&self, operation: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.op_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(self.timeout_error(operation, self.op_timeout)),
+        }
+    }
+}
+
+#[async_trait]
+impl StorageEngine for TimeoutStorage {
+    fn capabilities(&self) -> StorageCapabilities {
+        self.inner.capabilities()
+    }
+
+    async fn stat(&self, path: &str) -> Result<ObjectMeta> {
+        self.bounded("stat", self.inner.stat(path)).await
+    }
+
+    async fn read(&self, path: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+        let stream = self.bounded("read", self.inner.read(path, range)).await?;
+        let io = self.io_timeout;
+        let err = self.timeout_error("read", io);
+        let s = futures::stream::unfold(Some(stream), move |state| {
+            let err = err.clone_shallow();
+            async move {
+                let mut stream = state?;
+                match tokio::time::timeout(io, stream.next()).await {
+                    Ok(Some(item)) => Some((item, Some(stream))),
+                    Ok(None) => None,
+                    Err(_) => Some((Err(err), None)),
+                }
+            }
+        });
+        Ok(Box::pin(s))
+    }
+
+    async fn write(&self, path: &str, data: ByteStream) -> Result<u64> {
+        let progress = Arc::new(AtomicU64::new(0));
+        let p = progress.clone();
+        let counted: ByteStream = Box::pin(data.map(move |chunk| {
+            if let Ok(c) = &chunk {
+                p.fetch_add(c.len() as u64 + 1, Ordering::Relaxed);
+            }
+            chunk
+        }));
+        let write = self.inner.write(path, counted);
+        tokio::pin!(write);
+        let io = self.io_timeout;
+        let tick = (io / 4).max(Duration::from_millis(10));
+        let mut last_seen = 0u64;
+        let mut last_change = Instant::now();
+        loop {
+            tokio::select! {
+                r = &mut write => return r,
+                _ = tokio::time::sleep(tick) => {
+                    let now = progress.load(Ordering::Relaxed);
+                    if now != last_seen {
+                        last_seen = now;
+                        last_change = Instant::now();
+                    } else if last_change.elapsed() >= io {
+                        return Err(self.timeout_error("write", io));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        self.bounded("delete", self.inner.delete(path)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.bounded("list", self.inner.list(prefix)).await
+    }
+
+    async fn probe(&self) -> Result<()> {
+        self.bounded("probe", self.inner.probe()).await
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        self.bounded("copy", self.inner.copy(from, to)).await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.bounded("rename", self.inner.rename(from, to)).await
+    }
+
+    async fn presign_read(&self, path: &str, expires: Duration) -> Result<String> {
+        self.bounded("presign", self.inner.presign_read(path, expires))
+            .await
+    }
+}
+
+trait CloneShallow {
+    fn clone_shallow(&self) -> Self;
+}
+
+impl CloneShallow for Error {
+    /// Errors carry a boxed source and are not `Clone`; a timeout error has none.
+    fn clone_shallow(&self) -> Self {
+        let mut e = Error::new(self.kind(), self.message());
+        for (k, v) in self.context() {
+            e = e.with_context(k, v);
+        }
+        e
+    }
+}
