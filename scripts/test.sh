@@ -35,9 +35,33 @@ ensure_redis() {
     log "WARNING: Redis is not reachable on 127.0.0.1:6379; its tests will fail"
 }
 
+ensure_azurite() {
+    # The Azure storage tests run Azurite (npm); they install it themselves when it is missing,
+    # this does it ahead of time. Without Node.js they fail and say how to install it.
+    local version=3.37.0
+    local dir="${QUAY_TEST_AZURITE_DIR:-${TMPDIR:-/tmp}/quay-test-azurite-$version}"
+    if [ -n "${QUAY_TEST_AZURITE:-}" ] || [ -x "$dir/node_modules/.bin/azurite-blob" ]; then return; fi
+    if ! command -v npm >/dev/null 2>&1; then
+        log "WARNING: Node.js and npm are not installed; the Azure storage tests will fail"
+        return
+    fi
+    log "installing Azurite $version into $dir"
+    local staging="$dir.partial-$$"
+    if npm install --no-audit --no-fund --loglevel=error --prefix "$staging" "azurite@$version" >/dev/null; then
+        mv -T "$staging" "$dir" 2>/dev/null || rm -rf "$staging"
+    else
+        rm -rf "$staging"
+        log "WARNING: could not install Azurite; the Azure storage tests will fail"
+    fi
+}
+
 ensure_skopeo
 ensure_postgres
 ensure_redis
+ensure_azurite
+
+log "building the S3 test server the failover tests run as a separate process"
+cargo build -p quay-storage --features testkit --bin s3-test-server
 
 log "running the test suite"
 if cargo nextest --version >/dev/null 2>&1; then

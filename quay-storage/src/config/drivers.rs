@@ -1,16 +1,30 @@
 //! Storage drivers, with Quay's names and parameters: `[DriverName, {params}]`.
+//!
+//! | Driver | Service | Parameters (required in bold) |
+//! |---|---|---|
+//! | `LocalStorage` | fs | **`storage_path`** |
+//! | `S3Storage` | s3 | **`s3_bucket`**, **`s3_access_key`**, **`s3_secret_key`**, `storage_path`, `s3_region` (`us-east-1`), `endpoint_url` or `host` + `port` |
+//! | `RadosGWStorage`, `RHOCSStorage`, `IBMCloudStorage` | s3, path-style | **`hostname`**, **`access_key`**, **`secret_key`**, **`bucket_name`**, `is_secure` (`true`), `port`, `storage_path` |
+//! | `GoogleCloudStorage` | s3 at `https://storage.googleapis.com` | **`access_key`**, **`secret_key`** (HMAC), **`bucket_name`**, `storage_path`, `endpoint_url` (ours) |
+//! | `AzureStorage` | azblob | **`azure_container`**, **`azure_account_name`**, `azure_account_key` or `sas_token`, `endpoint_url`, `storage_path` |
+//! | `SwiftStorage` | swift | **`swift_container`**, **`swift_storage_url`** and **`swift_auth_token`** (ours), `temp_url_key`, `storage_path`; Quay's `auth_url`, `auth_version`, `swift_user`, `swift_password`, `os_options` are accepted and not used |
+//! | `MemoryStorage` | memory (ours, for tests) | none |
+//!
+//! Credentials are only read from the parameters: never from the environment, profile files
+//! or cloud instance metadata.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use quay_core::{Error, ErrorKind, LocationId, Result, StorageEngine};
+use quay_core::{LocationId, Result, StorageEngine};
 use serde_yaml::Value;
 
+use super::params::{opt, req, req_because, Kind, Param, Problems, Values};
+use super::settings::{AzureSettings, S3Settings, SwiftSettings};
 use crate::opendal::OpendalStorage;
 
-/// One location's driver and its parameters.
+/// One location's driver and its validated parameters. `Debug` never shows a secret.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DriverConfig {
     /// `LocalStorage`: `storage_path`.
@@ -20,13 +34,12 @@ pub enum DriverConfig {
     },
     /// `MemoryStorage` (ours, for tests): nothing kept after the process ends.
     Memory,
-    /// A driver this build recognises but cannot run yet, kept so the error names it.
-    Other {
-        /// Quay's driver name.
-        driver: String,
-        /// Its parameters (values may be secrets: never printed).
-        params: BTreeMap<String, String>,
-    },
+    /// `S3Storage`, `RadosGWStorage`, `RHOCSStorage`, `IBMCloudStorage`, `GoogleCloudStorage`.
+    S3(S3Settings),
+    /// `AzureStorage`.
+    Azure(AzureSettings),
+    /// `SwiftStorage`.
+    Swift(SwiftSettings),
 }
 
 impl fmt::Debug for DriverConfig {
@@ -37,115 +50,229 @@ impl fmt::Debug for DriverConfig {
                 .field("storage_path", storage_path)
                 .finish(),
             DriverConfig::Memory => f.write_str("MemoryStorage"),
-            DriverConfig::Other { driver, params } => f
-                .debug_struct(driver)
-                .field("keys", &params.keys().collect::<Vec<_>>())
-                .finish(),
+            DriverConfig::S3(s) => s.fmt(f),
+            DriverConfig::Azure(s) => s.fmt(f),
+            DriverConfig::Swift(s) => s.fmt(f),
         }
     }
 }
 
-/// Problems as (parameter key, message).
-type Problems = Vec<(String, String)>;
+/// A driver: its name, its parameters, and Quay's parameters of it that this engine does not
+/// implement (named as such in the error rather than as unknown).
+struct DriverSpec {
+    name: &'static str,
+    params: &'static [Param],
+    unsupported: &'static [&'static str],
+}
 
-/// Known drivers with their required and optional parameters.
-const DRIVERS: &[(&str, &[&str], &[&str])] = &[
-    ("LocalStorage", &["storage_path"], &[]),
-    ("MemoryStorage", &[], &[]),
+const NO_ENV_CREDENTIALS: &str =
+    " (this engine reads no credentials from the environment or instance metadata)";
+
+/// The parameters of `RadosGWStorage`, `RHOCSStorage` and `IBMCloudStorage`.
+const S3_COMPATIBLE: &[Param] = &[
+    req("hostname", Kind::Text),
+    opt("is_secure", Kind::Bool),
+    opt("port", Kind::Port),
+    req_because("access_key", Kind::Text, NO_ENV_CREDENTIALS),
+    req_because("secret_key", Kind::Secret, NO_ENV_CREDENTIALS),
+    req("bucket_name", Kind::Text),
+    opt("storage_path", Kind::Text),
 ];
 
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Null => Some(String::new()),
-        _ => None,
-    }
+/// Every driver this build knows.
+const DRIVERS: &[DriverSpec] = &[
+    DriverSpec {
+        name: "LocalStorage",
+        params: &[req("storage_path", Kind::Text)],
+        unsupported: &[],
+    },
+    DriverSpec {
+        name: "S3Storage",
+        params: &[
+            req("s3_bucket", Kind::Text),
+            opt("storage_path", Kind::Text),
+            req_because("s3_access_key", Kind::Text, NO_ENV_CREDENTIALS),
+            req_because("s3_secret_key", Kind::Secret, NO_ENV_CREDENTIALS),
+            opt("s3_region", Kind::Text),
+            opt("host", Kind::Text),
+            opt("port", Kind::Port),
+            opt("endpoint_url", Kind::Text),
+        ],
+        unsupported: &[
+            "maximum_chunk_size_mb",
+            "signature_version",
+            "server_side_encryption",
+        ],
+    },
+    DriverSpec {
+        name: "RadosGWStorage",
+        params: S3_COMPATIBLE,
+        unsupported: &["maximum_chunk_size_mb", "server_side_encryption"],
+    },
+    DriverSpec {
+        name: "RHOCSStorage",
+        params: S3_COMPATIBLE,
+        unsupported: &["maximum_chunk_size_mb", "server_side_encryption"],
+    },
+    DriverSpec {
+        name: "IBMCloudStorage",
+        params: S3_COMPATIBLE,
+        unsupported: &["maximum_chunk_size_mb"],
+    },
+    DriverSpec {
+        name: "GoogleCloudStorage",
+        params: &[
+            req("access_key", Kind::Text),
+            req("secret_key", Kind::Secret),
+            req("bucket_name", Kind::Text),
+            opt("storage_path", Kind::Text),
+            // Ours: where the S3-interoperable API is (tests point it at a local server).
+            opt("endpoint_url", Kind::Text),
+        ],
+        unsupported: &["boto_timeout"],
+    },
+    DriverSpec {
+        name: "AzureStorage",
+        params: &[
+            req("azure_container", Kind::Text),
+            req("azure_account_name", Kind::Text),
+            opt("azure_account_key", Kind::Secret),
+            opt("sas_token", Kind::Secret),
+            opt("endpoint_url", Kind::Text),
+            opt("storage_path", Kind::Text),
+        ],
+        unsupported: &["is_emulated", "socket_timeout"],
+    },
+    DriverSpec {
+        name: "SwiftStorage",
+        params: &[
+            req("swift_container", Kind::Text),
+            opt("storage_path", Kind::Text),
+            // Quay's login keys: accepted, not used (see SwiftSettings).
+            opt("auth_url", Kind::Text),
+            opt("auth_version", Kind::Text),
+            opt("swift_user", Kind::Text),
+            opt("swift_password", Kind::Secret),
+            opt("os_options", Kind::Mapping),
+            opt("temp_url_key", Kind::Secret),
+            // Ours: the account's storage URL and a token issued for it.
+            opt("swift_storage_url", Kind::Text),
+            opt("swift_auth_token", Kind::Secret),
+        ],
+        unsupported: &["ca_cert_path"],
+    },
+    DriverSpec {
+        name: "MemoryStorage",
+        params: &[],
+        unsupported: &[],
+    },
+];
+
+/// The names of the drivers this build supports.
+pub fn driver_names() -> impl Iterator<Item = &'static str> {
+    DRIVERS.iter().map(|d| d.name)
 }
 
 impl DriverConfig {
-    /// Parses `[DriverName, {params}]`.
+    /// Parses and validates `[DriverName, {params}]`. Every problem is returned, each with the
+    /// parameter it concerns (empty for the location itself).
     pub(crate) fn from_value(value: &Value) -> std::result::Result<Self, Problems> {
-        let mut problems: Problems = Vec::new();
         let Some(seq) = value.as_sequence() else {
             return Err(vec![(
                 String::new(),
                 "must be a list [DriverName, {parameters}]".into(),
             )]);
         };
-        let driver = match seq.first().and_then(Value::as_str) {
-            Some(d) => d.to_owned(),
-            None => {
-                return Err(vec![(
-                    String::new(),
-                    "must start with a driver name".into(),
-                )]);
-            }
+        let Some(driver) = seq.first().and_then(Value::as_str) else {
+            return Err(vec![(
+                String::new(),
+                "must start with a driver name".into(),
+            )]);
         };
-        let mut params = BTreeMap::new();
-        match seq.get(1) {
-            None | Some(Value::Null) => {}
-            Some(Value::Mapping(m)) => {
-                for (k, v) in m {
-                    let Some(k) = k.as_str() else {
-                        problems.push((String::new(), "parameter names must be strings".into()));
-                        continue;
-                    };
-                    match scalar(v) {
-                        Some(s) => {
-                            params.insert(k.to_owned(), s);
-                        }
-                        None => problems.push((k.to_owned(), "must be a single value".into())),
-                    }
-                }
-            }
-            Some(_) => problems.push((String::new(), "parameters must be a mapping".into())),
-        }
-        let Some((_, required, optional)) = DRIVERS.iter().find(|(n, _, _)| *n == driver) else {
-            let names: Vec<&str> = DRIVERS.iter().map(|(n, _, _)| *n).collect();
+        let Some(spec) = DRIVERS.iter().find(|d| d.name == driver) else {
             return Err(vec![(
                 String::new(),
                 format!(
                     "unknown storage driver {driver:?}; this build supports {}",
-                    names.join(", ")
+                    driver_names().collect::<Vec<_>>().join(", ")
                 ),
             )]);
         };
-        for r in *required {
-            if params.get(*r).is_none_or(|v| v.is_empty()) {
-                problems.push(((*r).to_owned(), format!("{driver} requires {r}")));
+        let mut problems: Problems = Vec::new();
+        if seq.len() > 2 {
+            problems.push((
+                String::new(),
+                "must be a list of two items [DriverName, {parameters}]".into(),
+            ));
+        }
+        let empty = serde_yaml::Mapping::new();
+        let mapping = match seq.get(1) {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Mapping(m)) => m,
+            Some(_) => {
+                problems.push((String::new(), "parameters must be a mapping".into()));
+                &empty
             }
-        }
-        for k in params.keys() {
-            if !required.contains(&k.as_str()) && !optional.contains(&k.as_str()) {
-                problems.push((k.clone(), format!("unknown parameter for {driver}")));
+        };
+        let values = Values::check(
+            spec.name,
+            spec.params,
+            spec.unsupported,
+            mapping,
+            &mut problems,
+        );
+        let config = match spec.name {
+            "LocalStorage" => values.text("storage_path").map(|p| DriverConfig::Local {
+                storage_path: PathBuf::from(p),
+            }),
+            "MemoryStorage" => Some(DriverConfig::Memory),
+            "S3Storage" => S3Settings::s3_storage(&values, &mut problems).map(DriverConfig::S3),
+            "GoogleCloudStorage" => {
+                S3Settings::google(&values, &mut problems).map(DriverConfig::S3)
             }
+            "AzureStorage" => AzureSettings::new(&values, &mut problems).map(DriverConfig::Azure),
+            "SwiftStorage" => SwiftSettings::new(&values, &mut problems).map(DriverConfig::Swift),
+            // RadosGWStorage, RHOCSStorage, IBMCloudStorage.
+            name => S3Settings::s3_compatible(name, &values).map(DriverConfig::S3),
+        };
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ if problems.is_empty() => Err(vec![(
+                String::new(),
+                format!("{driver} parameters are incomplete"),
+            )]),
+            _ => Err(problems),
         }
-        if !problems.is_empty() {
-            return Err(problems);
+    }
+
+    /// Quay's name of this driver.
+    pub fn driver_name(&self) -> &str {
+        match self {
+            DriverConfig::Local { .. } => "LocalStorage",
+            DriverConfig::Memory => "MemoryStorage",
+            DriverConfig::S3(s) => &s.driver,
+            DriverConfig::Azure(_) => "AzureStorage",
+            DriverConfig::Swift(_) => "SwiftStorage",
         }
-        let get = |k: &str| params.get(k).cloned().unwrap_or_default();
-        Ok(match driver.as_str() {
-            "LocalStorage" => DriverConfig::Local {
-                storage_path: PathBuf::from(get("storage_path")),
-            },
-            "MemoryStorage" => DriverConfig::Memory,
-            _ => DriverConfig::Other { driver, params },
-        })
     }
 }
 
-/// Builds the storage engine of one location.
+/// Builds the storage engine of one location. Nothing is contacted: a wrong endpoint or
+/// credential shows in the location's health probe, not here.
 pub fn build_location(id: &LocationId, config: &DriverConfig) -> Result<Arc<dyn StorageEngine>> {
-    match config {
-        DriverConfig::Local { storage_path } => {
-            Ok(Arc::new(OpendalStorage::fs(storage_path, id.as_str())?))
-        }
-        DriverConfig::Memory => Ok(Arc::new(OpendalStorage::memory(id.as_str())?)),
-        DriverConfig::Other { driver, .. } => Err(Error::new(
-            ErrorKind::Config,
-            format!("DISTRIBUTED_STORAGE_CONFIG.{id}: driver {driver} cannot be built"),
-        )),
-    }
+    let name = id.as_str();
+    let storage = match config {
+        DriverConfig::Local { storage_path } => OpendalStorage::fs(storage_path, name),
+        DriverConfig::Memory => OpendalStorage::memory(name),
+        DriverConfig::S3(s) => OpendalStorage::s3(s, name),
+        DriverConfig::Azure(s) => OpendalStorage::azure(s, name),
+        DriverConfig::Swift(s) => OpendalStorage::swift(s, name),
+    };
+    let storage = storage.map_err(|e| {
+        e.with_context(
+            "key",
+            format!("DISTRIBUTED_STORAGE_CONFIG.{id} ({})", config.driver_name()),
+        )
+    })?;
+    Ok(Arc::new(storage))
 }

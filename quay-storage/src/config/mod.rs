@@ -8,6 +8,8 @@
 
 mod drivers;
 mod keys;
+mod params;
+mod settings;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,7 +17,12 @@ use std::fmt;
 use quay_core::{Error, ErrorKind, LocationId, Result};
 use serde::Deserialize;
 
-pub use drivers::{build_location, DriverConfig};
+pub use drivers::{build_location, driver_names, DriverConfig};
+pub use params::Secret;
+pub use settings::{
+    AzureCredential, AzureSettings, S3Settings, SwiftSettings, DEFAULT_S3_REGION, GCS_ENDPOINT,
+    GCS_REGION,
+};
 
 /// Connection settings of a Redis (`BUILDLOGS_REDIS`, `USER_EVENTS_REDIS`).
 #[derive(Clone, Deserialize, PartialEq, Eq)]

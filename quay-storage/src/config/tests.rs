@@ -74,3 +74,373 @@ fn edit_distance_basics() {
         keys::KeyClass::QuayIgnored
     );
 }
+
+// Drivers.
+
+/// The parameters of one location, parsed alone.
+fn driver(yaml: &str) -> std::result::Result<DriverConfig, String> {
+    let text = format!("DISTRIBUTED_STORAGE_CONFIG:\n  loc: {yaml}\n");
+    QuayConfig::from_yaml(&text, None)
+        .map(|c| c.locations.into_values().next().unwrap())
+        .map_err(|e| e.to_string())
+}
+
+fn s3(yaml: &str) -> S3Settings {
+    match driver(yaml).unwrap() {
+        DriverConfig::S3(s) => s,
+        other => panic!("not an S3 driver: {other:?}"),
+    }
+}
+
+const ALL_DRIVERS: &str = r#"
+DISTRIBUTED_STORAGE_CONFIG:
+  local: [LocalStorage, {storage_path: /var/lib/quay}]
+  memory: [MemoryStorage, {}]
+  aws:
+    - S3Storage
+    - s3_bucket: quay-us
+      storage_path: /registry
+      s3_access_key: AKIAEXAMPLE
+      s3_secret_key: aws-secret-value
+      s3_region: us-west-2
+  minio:
+    - S3Storage
+    - {s3_bucket: quay, s3_access_key: minio, s3_secret_key: minio-secret-value, host: minio.internal, port: 9000}
+  rados:
+    - RadosGWStorage
+    - {hostname: rgw.internal, is_secure: false, port: 7480, access_key: rgw, secret_key: rgw-secret-value, bucket_name: quay, storage_path: /datastorage/registry}
+  rhocs:
+    - RHOCSStorage
+    - {hostname: s3.openshift-storage.svc, port: 443, is_secure: true, access_key: odf, secret_key: odf-secret-value, bucket_name: quay-datastore, storage_path: /datastorage/registry}
+  ibm:
+    - IBMCloudStorage
+    - {hostname: s3.us.cloud-object-storage.appdomain.cloud, is_secure: true, port: 443, access_key: ibm, secret_key: ibm-secret-value, bucket_name: quay, storage_path: /datastorage/registry}
+  gcs:
+    - GoogleCloudStorage
+    - {access_key: GOOGEXAMPLE, secret_key: gcs-secret-value, bucket_name: quay-gcs, storage_path: /quaydata}
+  azure:
+    - AzureStorage
+    - {azure_container: quay, azure_account_name: quayaccount, azure_account_key: c2VjcmV0LWF6dXJlLWtleQ==, storage_path: /quaydata}
+  azure_sas:
+    - AzureStorage
+    - {azure_container: quay, azure_account_name: quayaccount, sas_token: "?sv=2021&sig=sas-secret-value", endpoint_url: "http://127.0.0.1:10000/quayaccount"}
+  swift:
+    - SwiftStorage
+    - swift_container: quay
+      storage_path: /datastorage/registry
+      auth_url: https://keystone.internal/v3
+      auth_version: 3
+      swift_user: quay
+      swift_password: swift-secret-value
+      os_options: {tenant_id: abc, user_domain_name: Default}
+      swift_storage_url: https://swift.internal/v1/AUTH_quay
+      swift_auth_token: swift-token-value
+      temp_url_key: swift-tempurl-value
+"#;
+
+#[test]
+fn every_driver_parses() {
+    let c = QuayConfig::from_yaml(ALL_DRIVERS, None).unwrap();
+    let names: Vec<&str> = c.locations.values().map(|d| d.driver_name()).collect();
+    for name in driver_names() {
+        assert!(names.contains(&name), "{name} not covered by {names:?}");
+    }
+    assert_eq!(c.locations.len(), 11);
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let c = QuayConfig::from_yaml(ALL_DRIVERS, None).unwrap();
+    let shown = format!("{c:?}");
+    for secret in [
+        "secret-value",
+        "c2VjcmV0LWF6dXJlLWtleQ",
+        "swift-token-value",
+        "swift-tempurl-value",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown in {shown}");
+    }
+    assert!(shown.contains("<redacted>"));
+    assert!(shown.contains("quay-us") && shown.contains("GoogleCloudStorage"));
+}
+
+#[test]
+fn s3_storage_defaults_to_aws_virtual_hosted_in_us_east_1() {
+    let s = s3("[S3Storage, {s3_bucket: b-1, s3_access_key: a, s3_secret_key: s}]");
+    assert_eq!(s.endpoint, None);
+    assert_eq!(s.region, DEFAULT_S3_REGION);
+    assert!(s.virtual_host_style);
+    assert_eq!(s.root, "");
+    // A bucket with dots would not match AWS's wildcard certificate: path-style.
+    let dotted = s3("[S3Storage, {s3_bucket: b.example, s3_access_key: a, s3_secret_key: s}]");
+    assert!(!dotted.virtual_host_style);
+}
+
+#[test]
+fn s3_storage_endpoint_from_endpoint_url_or_host_and_port() {
+    let s = s3(
+        "[S3Storage, {s3_bucket: b, s3_access_key: a, s3_secret_key: s, \
+                endpoint_url: 'http://127.0.0.1:9000/', s3_region: eu-west-1}]",
+    );
+    assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!(s.region, "eu-west-1");
+    assert!(!s.virtual_host_style);
+    let s = s3(
+        "[S3Storage, {s3_bucket: b, s3_access_key: a, s3_secret_key: s, \
+                host: minio.internal, port: 9000}]",
+    );
+    assert_eq!(s.endpoint.as_deref(), Some("https://minio.internal:9000"));
+    let s = s3(
+        "[S3Storage, {s3_bucket: b, s3_access_key: a, s3_secret_key: s, \
+                host: 'http://minio.internal:9001', port: 9000}]",
+    );
+    assert_eq!(s.endpoint.as_deref(), Some("http://minio.internal:9001"));
+}
+
+#[test]
+fn s3_compatible_drivers_build_their_endpoint_from_hostname() {
+    let c = QuayConfig::from_yaml(ALL_DRIVERS, None).unwrap();
+    let get = |id: &str| match &c.locations[&id.parse::<LocationId>().unwrap()] {
+        DriverConfig::S3(s) => s.clone(),
+        other => panic!("{other:?}"),
+    };
+    let rados = get("rados");
+    assert_eq!(rados.endpoint.as_deref(), Some("http://rgw.internal:7480"));
+    assert_eq!(rados.root, "/datastorage/registry");
+    assert_eq!(rados.driver, "RadosGWStorage");
+    assert!(!rados.virtual_host_style);
+    assert_eq!(
+        get("rhocs").endpoint.as_deref(),
+        Some("https://s3.openshift-storage.svc:443")
+    );
+    let gcs = get("gcs");
+    assert_eq!(gcs.endpoint.as_deref(), Some(GCS_ENDPOINT));
+    assert_eq!(gcs.region, GCS_REGION);
+    assert_eq!(
+        (gcs.bucket.as_str(), gcs.root.as_str()),
+        ("quay-gcs", "/quaydata")
+    );
+    // is_secure defaults to true.
+    let s = s3("[RadosGWStorage, {hostname: rgw, access_key: a, secret_key: s, bucket_name: b}]");
+    assert_eq!(s.endpoint.as_deref(), Some("https://rgw"));
+}
+
+#[test]
+fn azure_and_swift_settings() {
+    let c = QuayConfig::from_yaml(ALL_DRIVERS, None).unwrap();
+    let loc = |id: &str| c.locations[&id.parse::<LocationId>().unwrap()].clone();
+    let DriverConfig::Azure(azure) = loc("azure") else {
+        panic!("not azure")
+    };
+    assert_eq!(azure.endpoint, "https://quayaccount.blob.core.windows.net");
+    assert!(matches!(azure.credential, AzureCredential::AccountKey(_)));
+    let DriverConfig::Azure(sas) = loc("azure_sas") else {
+        panic!("not azure")
+    };
+    assert_eq!(sas.endpoint, "http://127.0.0.1:10000/quayaccount");
+    match &sas.credential {
+        AzureCredential::SasToken(t) => assert_eq!(t.expose(), "sv=2021&sig=sas-secret-value"),
+        other => panic!("{other:?}"),
+    }
+    let DriverConfig::Swift(swift) = loc("swift") else {
+        panic!("not swift")
+    };
+    assert_eq!(swift.storage_url, "https://swift.internal/v1/AUTH_quay");
+    assert_eq!(swift.token.expose(), "swift-token-value");
+    assert!(swift.temp_url_key.is_some());
+}
+
+/// Each bad location fails start-up with a message that names the key.
+#[test]
+fn each_bad_driver_configuration_names_its_key() {
+    let cases: &[(&str, &str)] = &[
+        ("[NoSuchStorage, {}]", "DISTRIBUTED_STORAGE_CONFIG.loc: unknown storage driver \"NoSuchStorage\""),
+        ("S3Storage", "DISTRIBUTED_STORAGE_CONFIG.loc: must be a list"),
+        ("[S3Storage, [a, b]]", "DISTRIBUTED_STORAGE_CONFIG.loc: parameters must be a mapping"),
+        ("[S3Storage, {s3_access_key: a, s3_secret_key: s}]", "DISTRIBUTED_STORAGE_CONFIG.loc.s3_bucket: S3Storage requires s3_bucket"),
+        ("[S3Storage, {s3_bucket: b, s3_secret_key: s}]", "DISTRIBUTED_STORAGE_CONFIG.loc.s3_access_key: S3Storage requires s3_access_key (this engine reads no credentials"),
+        ("[S3Storage, {s3_bucket: b, s3_access_key: a, s3_secret_key: s, s3_bukket: c}]", "DISTRIBUTED_STORAGE_CONFIG.loc.s3_bukket: unknown parameter for S3Storage; it takes: s3_bucket"),
+        ("[S3Storage, {s3_bucket: b, s3_access_key: a, s3_secret_key: s, host: h, port: abc}]", "DISTRIBUTED_STORAGE_CONFIG.loc.port: must be a port number from 1 to 65535"),
+        ("[S3Storage, {s3_bucket: b, s3_access_key: a, s3_secret_key: s, host: h, port: 70000}]", "DISTRIBUTED_STORAGE_CONFIG.loc.port: must be a port number"),
+        ("[S3Storage, {s3_bucket: b, s3_access_key: a, s3_secret_key: s, host: h, endpoint_url: 'http://e'}]", "DISTRIBUTED_STORAGE_CONFIG.loc.endpoint_url: set either endpoint_url or host"),
+        ("[S3Storage, {s3_bucket: b, s3_access_key: a, s3_secret_key: s, port: 9000}]", "DISTRIBUTED_STORAGE_CONFIG.loc.port: is only used with host"),
+        ("[S3Storage, {s3_bucket: b, s3_access_key: a, s3_secret_key: s, endpoint_url: minio:9000}]", "DISTRIBUTED_STORAGE_CONFIG.loc.endpoint_url: must be a URL starting with http:// or https://"),
+        ("[S3Storage, {s3_bucket: b, s3_access_key: a, s3_secret_key: s, server_side_encryption: AES256}]", "DISTRIBUTED_STORAGE_CONFIG.loc.server_side_encryption: is a Quay parameter of S3Storage that this engine does not support"),
+        ("[S3Storage, {s3_bucket: [x], s3_access_key: a, s3_secret_key: s}]", "DISTRIBUTED_STORAGE_CONFIG.loc.s3_bucket: must be a string"),
+        ("[RadosGWStorage, {hostname: h, is_secure: 'yes', access_key: a, secret_key: s, bucket_name: b}]", "DISTRIBUTED_STORAGE_CONFIG.loc.is_secure: must be true or false"),
+        ("[RHOCSStorage, {is_secure: true, access_key: a, secret_key: s, bucket_name: b}]", "DISTRIBUTED_STORAGE_CONFIG.loc.hostname: RHOCSStorage requires hostname"),
+        ("[IBMCloudStorage, {hostname: h, access_key: a, bucket_name: b}]", "DISTRIBUTED_STORAGE_CONFIG.loc.secret_key: IBMCloudStorage requires secret_key"),
+        ("[GoogleCloudStorage, {access_key: a, secret_key: s}]", "DISTRIBUTED_STORAGE_CONFIG.loc.bucket_name: GoogleCloudStorage requires bucket_name"),
+        ("[GoogleCloudStorage, {access_key: a, secret_key: s, bucket_name: b, endpoint_url: 'ftp://x'}]", "DISTRIBUTED_STORAGE_CONFIG.loc.endpoint_url: must be a URL"),
+        ("[AzureStorage, {azure_container: c, azure_account_name: n}]", "DISTRIBUTED_STORAGE_CONFIG.loc.azure_account_key: AzureStorage requires azure_account_key or sas_token"),
+        ("[AzureStorage, {azure_container: c, azure_account_name: n, azure_account_key: a2V5, sas_token: t}]", "DISTRIBUTED_STORAGE_CONFIG.loc.sas_token: set either azure_account_key or sas_token, not both"),
+        ("[AzureStorage, {azure_container: c, azure_account_name: n, azure_account_key: not-base64!}]", "DISTRIBUTED_STORAGE_CONFIG.loc.azure_account_key: must be base64"),
+        ("[AzureStorage, {azure_account_name: n, sas_token: t}]", "DISTRIBUTED_STORAGE_CONFIG.loc.azure_container: AzureStorage requires azure_container"),
+        ("[SwiftStorage, {swift_container: c, auth_url: 'https://k/v3', swift_user: u, swift_password: p}]", "DISTRIBUTED_STORAGE_CONFIG.loc.swift_auth_token: SwiftStorage requires swift_storage_url and swift_auth_token: this engine cannot log in to auth_url with swift_user/swift_password"),
+        ("[SwiftStorage, {swift_container: c, swift_storage_url: 'https://s/v1/AUTH_a', swift_auth_token: t, os_options: x}]", "DISTRIBUTED_STORAGE_CONFIG.loc.os_options: must be a mapping"),
+        ("[LocalStorage, {storage_path: /x, s3_bucket: b}]", "DISTRIBUTED_STORAGE_CONFIG.loc.s3_bucket: unknown parameter for LocalStorage; it takes: storage_path"),
+        ("[MemoryStorage, {storage_path: /x}]", "DISTRIBUTED_STORAGE_CONFIG.loc.storage_path: unknown parameter for MemoryStorage; it takes: none"),
+    ];
+    for (yaml, needle) in cases {
+        let msg = driver(yaml).unwrap_err();
+        assert!(
+            msg.contains(needle),
+            "{yaml}: missing {needle:?} in:\n{msg}"
+        );
+    }
+}
+
+#[test]
+fn errors_never_show_secret_values() {
+    let msg = driver(
+        "[AzureStorage, {azure_container: c, azure_account_name: n, \
+         azure_account_key: 'secret value!', sas_token: also-secret}]",
+    )
+    .unwrap_err();
+    assert!(
+        !msg.contains("secret value") && !msg.contains("also-secret"),
+        "{msg}"
+    );
+    let msg = driver("[S3Storage, {s3_bucket: b, s3_access_key: a, s3_secret_key: [s3cr3t]}]")
+        .unwrap_err();
+    assert!(msg.contains("s3_secret_key: must be a string") && !msg.contains("s3cr3t"));
+}
+
+#[test]
+fn every_problem_of_a_location_is_reported_at_once() {
+    let msg = driver("[S3Storage, {s3_region: 1, port: x, extra: 1}]").unwrap_err();
+    for key in [
+        "s3_bucket",
+        "s3_access_key",
+        "s3_secret_key",
+        "port",
+        "extra",
+    ] {
+        assert!(
+            msg.contains(&format!("DISTRIBUTED_STORAGE_CONFIG.loc.{key}:")),
+            "{key}: {msg}"
+        );
+    }
+}
+
+// Quay's documented geo-replication example.
+
+const GEOREP_GCS: &str = include_str!("../../../examples/config/georep-gcs.yaml");
+
+#[test]
+fn quay_georeplication_example_parses_and_validates() {
+    let c = QuayConfig::from_yaml(GEOREP_GCS, None).unwrap();
+    let ids = |v: &[LocationId]| v.iter().map(|i| i.as_str().to_owned()).collect::<Vec<_>>();
+    assert_eq!(ids(&c.preference), ["usstorage", "eustorage"]);
+    assert_eq!(ids(&c.default_locations), ["usstorage", "eustorage"]);
+    assert!(c.replication);
+    assert!(c.ignored_keys.is_empty());
+    for (id, bucket) in [
+        ("usstorage", "georep-test-bucket-0"),
+        ("eustorage", "georep-test-bucket-1"),
+    ] {
+        match &c.locations[&id.parse::<LocationId>().unwrap()] {
+            DriverConfig::S3(s) => {
+                assert_eq!(s.driver, "GoogleCloudStorage");
+                assert_eq!(s.bucket, bucket);
+                assert_eq!(s.root, "/quaydata");
+                assert_eq!(s.endpoint.as_deref(), Some(GCS_ENDPOINT));
+                assert_eq!(s.access_key, "GOOGQIMFB3ABCDEFGHIJKLMN");
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    assert!(!format!("{c:?}").contains("AYWfEaxX"));
+    // Each region's instance runs the same file with its own preference.
+    let eu = QuayConfig::from_yaml(GEOREP_GCS, Some("eustorage usstorage")).unwrap();
+    assert_eq!(ids(&eu.preference), ["eustorage", "usstorage"]);
+    // Engines build without contacting anything.
+    for (id, driver) in &c.locations {
+        let engine = build_location(id, driver).unwrap();
+        assert!(engine.capabilities().presign && engine.capabilities().copy);
+    }
+}
+
+/// The example file with each location's `endpoint_url` pointed at its own loopback S3 server
+/// (started with the file's keys): a blob written through `usstorage` lands in the us bucket,
+/// under `storage_path`, and reads back.
+#[cfg(feature = "testkit")]
+#[tokio::test]
+async fn georeplication_example_on_loopback_s3_servers_writes_and_reads() {
+    use crate::testkit::s3::S3TestServer;
+    use futures::StreamExt;
+
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(GEOREP_GCS).unwrap();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut servers = Vec::new();
+    for (dir, id) in dirs.iter().zip(["usstorage", "eustorage"]) {
+        let params = &mut doc["DISTRIBUTED_STORAGE_CONFIG"][id][1];
+        let server = S3TestServer::builder(dir.path())
+            .keys(
+                params["access_key"].as_str().unwrap(),
+                params["secret_key"].as_str().unwrap(),
+            )
+            .bucket(params["bucket_name"].as_str().unwrap())
+            .start()
+            .unwrap();
+        params["endpoint_url"] = server.endpoint().into();
+        servers.push(server);
+    }
+    let text = serde_yaml::to_string(&doc).unwrap();
+    let c = QuayConfig::from_yaml(&text, None).unwrap();
+    let us: LocationId = "usstorage".parse().unwrap();
+    let engine = build_location(&us, &c.locations[&us]).unwrap();
+    let blob = bytes::Bytes::from_static(b"a layer");
+    let path = "sha256/ab/abcdef";
+    let data = futures::stream::iter([Ok(blob.clone())]);
+    assert_eq!(engine.write(path, Box::pin(data)).await.unwrap(), 7);
+    let mut read = engine.read(path, None).await.unwrap();
+    let mut back = Vec::new();
+    while let Some(chunk) = read.next().await {
+        back.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(back, blob);
+    let us_file = dirs[0]
+        .path()
+        .join("georep-test-bucket-0/quaydata")
+        .join(path);
+    assert_eq!(std::fs::read(us_file).unwrap(), blob);
+    assert!(!dirs[1]
+        .path()
+        .join("georep-test-bucket-1/quaydata")
+        .exists());
+    let eu: LocationId = "eustorage".parse().unwrap();
+    let eu_engine = build_location(&eu, &c.locations[&eu]).unwrap();
+    assert_eq!(
+        eu_engine.stat(path).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // A presigned URL of the us location serves the blob to a plain HTTP client.
+    let url = engine
+        .presign_read(path, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(crate::testkit::s3::http_get(&url).await.unwrap(), blob);
+}
+
+/// Every object-store location builds without contacting its service, and declares presigned
+/// reads only where they are safe to hand out.
+#[test]
+fn object_store_locations_build_offline_with_their_capabilities() {
+    let c = QuayConfig::from_yaml(ALL_DRIVERS, None).unwrap();
+    for (id, config) in c.locations.iter().filter(|(id, _)| id.as_str() != "local") {
+        let engine = build_location(id, config).unwrap();
+        let caps = engine.capabilities();
+        let presign = matches!(config, DriverConfig::S3(_) | DriverConfig::Swift(_));
+        assert_eq!(caps.presign, presign, "{id}: presign");
+        assert_eq!(
+            caps.copy,
+            !matches!(config, DriverConfig::Memory),
+            "{id}: copy"
+        );
+        assert!(
+            !format!("{engine:?}").contains("secret"),
+            "{id}: {engine:?}"
+        );
+    }
+}

@@ -1,9 +1,11 @@
-//! [`OpendalStorage`]: a storage location over an Apache OpenDAL operator.
+//! [`OpendalStorage`]: a storage location over an Apache OpenDAL operator: fs and memory here,
+//! the object stores (s3 and S3-compatible, azblob, swift) in `services.rs`.
 //!
 //! Cross-cutting concerns (timeouts, retries, fault injection) are wrappers around the
 //! `StorageEngine` trait, not code in here.
 
 mod error;
+mod services;
 
 use std::fmt;
 use std::ops::Range;
@@ -18,7 +20,9 @@ use quay_core::{
 };
 
 /// Bytes a writer gathers before it sends a part to the backend (multipart uploads on object
-/// stores). Memory per write is about `WRITE_CHUNK × WRITE_CONCURRENCY`.
+/// stores). Memory per write is about `WRITE_CHUNK × WRITE_CONCURRENCY`. An object smaller than
+/// this is sent in one PUT when the write closes, which is also the fast path on servers where
+/// multipart uploads are costly (`s3s-fs` copies every part again on completion).
 pub const WRITE_CHUNK: usize = 8 * 1024 * 1024;
 /// Parts of one write in flight at once.
 pub const WRITE_CONCURRENCY: usize = 2;
@@ -55,6 +59,15 @@ impl OpendalStorage {
             op,
             name: name.into(),
         }
+    }
+
+    /// Whether this engine offers presigned reads: `false` withholds them even where the
+    /// backend can sign (azblob signs URLs with write rights); `true` offers them only if the
+    /// backend can.
+    #[must_use]
+    pub fn with_presign(mut self, presign: bool) -> Self {
+        self.presign = presign && self.op.info().capability().presign_read;
+        self
     }
 
     /// A location on the local filesystem under `root` (created if missing). Writes go to a
@@ -121,21 +134,22 @@ impl StorageEngine for OpendalStorage {
     }
 
     async fn read(&self, path: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+        let ranged = range.is_some();
         let reader = self
             .op
             .reader_with(path)
             .chunk(READ_CHUNK)
             .await
-            .map_err(|e| self.err(e, "read", path))?;
+            .map_err(|e| error::map_read(e, &self.name, path, ranged))?;
         let stream = match range {
             Some(r) => reader.into_bytes_stream(r).await,
             None => reader.into_bytes_stream(..).await,
         }
-        .map_err(|e| self.err(e, "read", path))?;
+        .map_err(|e| error::map_read(e, &self.name, path, ranged))?;
         let name = self.name.clone();
         let owned = path.to_owned();
         Ok(Box::pin(stream.map(move |chunk| {
-            chunk.map_err(|e| error::map_io(e, &name, &owned))
+            chunk.map_err(|e| error::map_io(e, &name, &owned, ranged))
         })))
     }
 
@@ -192,11 +206,17 @@ impl StorageEngine for OpendalStorage {
     }
 
     async fn probe(&self) -> Result<()> {
-        const PROBE: &str = "quay-health-probe";
-        match self.op.stat(PROBE).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.err(e, "probe", PROBE)),
+        // Listing at most one entry of the root: cheap, and unlike a stat of a missing object
+        // it fails when the bucket or container itself is missing.
+        let mut lister = self
+            .op
+            .lister_with("/")
+            .limit(1)
+            .await
+            .map_err(|e| self.err(e, "probe", "/"))?;
+        match lister.next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(self.err(e, "probe", "/")),
         }
     }
 

@@ -4,6 +4,8 @@
 //! A backend whose service is missing makes these helpers fail with a message that says how to
 //! start it: they never skip.
 
+pub mod azure;
 pub mod metadata;
 pub mod postgres;
+pub mod s3;
 pub mod storage;
