@@ -2,7 +2,9 @@
 //!
 //! Implementations of `quay-core`'s storage and metadata traits:
 //!
-//! - [`OpendalStorage`]: a [`quay_core::StorageEngine`] over Apache OpenDAL (fs and memory now).
+//! - [`OpendalStorage`]: a [`quay_core::StorageEngine`] over Apache OpenDAL (fs, memory, the S3
+//!   family, GCS, Azure Blob, Swift), and [`layers`] that wrap any engine (timeouts, metrics,
+//!   fault injection).
 //! - [`SqlMetadataStore`]: a [`quay_core::MetadataStore`] over sea-orm, on SQLite (the embedded
 //!   default) and PostgreSQL, with its own schema migrations.
 //!

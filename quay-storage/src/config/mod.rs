@@ -76,8 +76,42 @@ pub struct QuayConfig {
     pub server_hostname: Option<String>,
     /// `SUPER_USERS`.
     pub super_users: Vec<String>,
+    /// Replication settings (keys of ours, `QUAY_REPLICATION_*`).
+    pub replication_settings: ReplicationSettings,
+    /// `QUAY_STORAGE_TIMEOUT_SECS`: the longest a storage call (or a stalled transfer) may
+    /// take before it fails and counts against the location's health (30).
+    pub storage_timeout_secs: u64,
     /// Quay keys present in the file that this engine does not use.
     pub ignored_keys: Vec<String>,
+}
+
+/// Which job queue replication uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// The `replication_jobs` table of the metadata database (the default).
+    #[default]
+    Sql,
+    /// Redis (`QUAY_REPLICATION_REDIS`, else `BUILDLOGS_REDIS`), fed from the SQL outbox.
+    Redis,
+}
+
+/// Replication settings, from keys of ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationSettings {
+    /// `QUAY_REPLICATION_QUEUE`: `sql` (default) or `redis`.
+    pub queue: QueueBackend,
+    /// The Redis of the queue: `QUAY_REPLICATION_REDIS`, else `BUILDLOGS_REDIS`.
+    pub redis: Option<RedisConfig>,
+    /// `QUAY_REPLICATION_WORKERS`: copies run at once by one worker (default 8).
+    pub workers: usize,
+    /// `QUAY_REPLICATION_MAX_ATTEMPTS`: failed attempts before a job is dead-lettered (10).
+    pub max_attempts: u32,
+    /// `QUAY_RECONCILE_INTERVAL_SECS`: how often the reconciler runs (300).
+    pub reconcile_interval_secs: u64,
+    /// `QUAY_REPLICATION_LEASE_SECS`: how long a worker holds a job between heartbeats before
+    /// another worker may take it over (60).
+    pub lease_secs: u64,
 }
 
 impl fmt::Debug for QuayConfig {
@@ -93,6 +127,7 @@ impl fmt::Debug for QuayConfig {
             .field("user_events_redis", &self.user_events_redis)
             .field("server_hostname", &self.server_hostname)
             .field("super_users", &self.super_users)
+            .field("replication_settings", &self.replication_settings)
             .finish()
     }
 }
@@ -121,6 +156,20 @@ struct RawConfig {
     SERVER_HOSTNAME: Option<String>,
     #[serde(default)]
     SUPER_USERS: Vec<String>,
+    #[serde(default)]
+    QUAY_REPLICATION_QUEUE: QueueBackend,
+    #[serde(default)]
+    QUAY_REPLICATION_REDIS: Option<RedisConfig>,
+    #[serde(default)]
+    QUAY_REPLICATION_WORKERS: Option<usize>,
+    #[serde(default)]
+    QUAY_REPLICATION_MAX_ATTEMPTS: Option<u32>,
+    #[serde(default)]
+    QUAY_RECONCILE_INTERVAL_SECS: Option<u64>,
+    #[serde(default)]
+    QUAY_REPLICATION_LEASE_SECS: Option<u64>,
+    #[serde(default)]
+    QUAY_STORAGE_TIMEOUT_SECS: Option<u64>,
     #[serde(flatten)]
     rest: BTreeMap<String, serde_yaml::Value>,
 }
@@ -219,6 +268,31 @@ impl QuayConfig {
                 problems.push("DB_URI", "is empty");
             }
         }
+        let replication_redis = raw
+            .QUAY_REPLICATION_REDIS
+            .clone()
+            .or_else(|| raw.BUILDLOGS_REDIS.clone());
+        if raw.QUAY_REPLICATION_QUEUE == QueueBackend::Redis && replication_redis.is_none() {
+            problems.push(
+                "QUAY_REPLICATION_QUEUE",
+                "is redis, but neither QUAY_REPLICATION_REDIS nor BUILDLOGS_REDIS names a Redis",
+            );
+        }
+        if raw.QUAY_REPLICATION_WORKERS == Some(0) {
+            problems.push("QUAY_REPLICATION_WORKERS", "must be at least 1");
+        }
+        if raw.QUAY_REPLICATION_MAX_ATTEMPTS == Some(0) {
+            problems.push("QUAY_REPLICATION_MAX_ATTEMPTS", "must be at least 1");
+        }
+        if raw.QUAY_STORAGE_TIMEOUT_SECS == Some(0) {
+            problems.push("QUAY_STORAGE_TIMEOUT_SECS", "must be at least 1");
+        }
+        if raw.QUAY_REPLICATION_LEASE_SECS == Some(0) {
+            problems.push("QUAY_REPLICATION_LEASE_SECS", "must be at least 1");
+        }
+        if raw.QUAY_RECONCILE_INTERVAL_SECS == Some(0) {
+            problems.push("QUAY_RECONCILE_INTERVAL_SECS", "must be at least 1");
+        }
         if !problems.0.is_empty() {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -236,6 +310,15 @@ impl QuayConfig {
             user_events_redis: raw.USER_EVENTS_REDIS,
             server_hostname: raw.SERVER_HOSTNAME,
             super_users: raw.SUPER_USERS,
+            storage_timeout_secs: raw.QUAY_STORAGE_TIMEOUT_SECS.unwrap_or(30),
+            replication_settings: ReplicationSettings {
+                queue: raw.QUAY_REPLICATION_QUEUE,
+                redis: replication_redis,
+                workers: raw.QUAY_REPLICATION_WORKERS.unwrap_or(8),
+                max_attempts: raw.QUAY_REPLICATION_MAX_ATTEMPTS.unwrap_or(10),
+                reconcile_interval_secs: raw.QUAY_RECONCILE_INTERVAL_SECS.unwrap_or(300),
+                lease_secs: raw.QUAY_REPLICATION_LEASE_SECS.unwrap_or(60),
+            },
             ignored_keys: ignored,
         })
     }

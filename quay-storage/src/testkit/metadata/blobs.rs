@@ -169,7 +169,10 @@ pub async fn delete_blob_keeps_linked_blobs<H: MetadataHarness>(h: &H) -> Result
     store.commit_blob(&blob_commit("b", "layer", "eu")?).await?;
     let digest = blob_digest("layer");
     store.unlink_blob(&repo("a")?, &digest).await?;
-    assert_eq!(store.delete_blob_if_unreferenced(&digest, false).await?, None);
+    assert_eq!(
+        store.delete_blob_if_unreferenced(&digest, false).await?,
+        None
+    );
     let Some(record) = store.repository_blob(&repo("b")?, &digest).await? else {
         panic!("linked blob was deleted");
     };
