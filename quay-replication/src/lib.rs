@@ -4,7 +4,7 @@
 //!
 //! - job queues implementing [`quay_core::JobQueue`]: the SQL queue lives beside the schema in
 //!   `quay_storage::SqlJobQueue` (blob commits write their jobs in the same transaction);
-//!   [`redis`] holds the Redis queue;
+//!   [`redis`] holds the Redis queue and the relay that feeds it from that SQL outbox;
 //! - [`worker`]: claims jobs, copies blobs between locations with verification, records
 //!   placements, deletes copies;
 //! - [`reconciler`]: finds blobs missing from a default location and enqueues them;
