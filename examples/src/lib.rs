@@ -10,6 +10,7 @@ use quay_core::{
     Error, ErrorKind, JobQueue, LocationId, Registry, RegistryConfig, Result, RetryPolicy,
     StorageEngine,
 };
+use quay_replication::redis::{OutboxRelay, OutboxedRedisQueue, RedisJobQueue, RedisQueueConfig};
 use quay_storage::config::{build_location, DriverConfig, QuayConfig, QueueBackend};
 use quay_storage::{SqlJobQueue, SqlMetadataStore};
 
@@ -115,12 +116,33 @@ pub async fn open_queue(
     config: &QuayConfig,
     store: &SqlMetadataStore,
 ) -> Result<Arc<dyn JobQueue>> {
+    Ok(open_queues(config, store).await?.0)
+}
+
+/// The queue, and for the Redis queue the relay that feeds it from the SQL outbox (the table
+/// that blob commits write their jobs to).
+pub async fn open_queues(
+    config: &QuayConfig,
+    store: &SqlMetadataStore,
+) -> Result<(Arc<dyn JobQueue>, Option<OutboxRelay>)> {
+    let sql = SqlJobQueue::new(store, retry_policy(config));
     match config.replication_settings.queue {
-        QueueBackend::Sql => Ok(Arc::new(SqlJobQueue::new(store, retry_policy(config)))),
-        QueueBackend::Redis => Err(Error::new(
-            ErrorKind::Config,
-            "QUAY_REPLICATION_QUEUE: the Redis queue is not wired into this build yet",
-        )),
+        QueueBackend::Sql => Ok((Arc::new(sql), None)),
+        QueueBackend::Redis => {
+            let server = config.replication_settings.redis.clone().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    "QUAY_REPLICATION_QUEUE is redis but no Redis is configured",
+                )
+            })?;
+            let mut redis_config = RedisQueueConfig::new(server);
+            if let Some(prefix) = &config.replication_settings.redis_prefix {
+                redis_config = redis_config.with_prefix(prefix.clone());
+            }
+            let redis = RedisJobQueue::connect(&redis_config, retry_policy(config)).await?;
+            let relay = OutboxRelay::new(sql.clone(), redis.clone());
+            Ok((Arc::new(OutboxedRedisQueue::new(redis, sql)), Some(relay)))
+        }
     }
 }
 
@@ -143,8 +165,15 @@ pub fn spawn_replication(
     config: &QuayConfig,
     registry: &Registry,
     queue: Arc<dyn JobQueue>,
+    relay: Option<OutboxRelay>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if let Some(relay) = relay {
+        tasks.push(tokio::spawn(
+            relay.run(std::time::Duration::from_millis(250), stopped(stop.clone())),
+        ));
+    }
     let worker_config = quay_replication::worker::WorkerConfig {
         concurrency: config.replication_settings.workers,
         lease: std::time::Duration::from_secs(config.replication_settings.lease_secs),
@@ -162,10 +191,9 @@ pub fn spawn_replication(
         std::time::Duration::from_secs(config.replication_settings.reconcile_interval_secs),
         stopped(stop.clone()),
     );
-    vec![
-        tokio::spawn(worker.run(stopped(stop))),
-        tokio::spawn(reconcile),
-    ]
+    tasks.push(tokio::spawn(worker.run(stopped(stop))));
+    tasks.push(tokio::spawn(reconcile));
+    tasks
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -403,3 +403,64 @@ fn unsafe_kill(child: &mut Child) {
         .status();
     let _ = child.wait();
 }
+
+/// Issues 4 and 5: the same with the Redis queue (fed from the SQL outbox), and Redis loses
+/// every queued job (its keys are flushed) before any is done: the reconciler re-enqueues and
+/// `quayctl status --wait` still completes.
+#[test]
+fn redis_queue_survives_a_flush() {
+    let prefix = format!("quay:test:{}:", std::process::id());
+    let regions = Regions::new(
+        true,
+        &format!(
+            "QUAY_REPLICATION_QUEUE: redis\nBUILDLOGS_REDIS: {{host: 127.0.0.1, port: 6379}}\n\
+             QUAY_REPLICATION_REDIS_PREFIX: \"{prefix}\"\nQUAY_RECONCILE_INTERVAL_SECS: 1\n"
+        ),
+    );
+    // No workers yet: the push leaves its jobs in the SQL outbox.
+    let us = regions.server("usstorage", false);
+    let work = regions.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let image = build_oci_layout(&work.join("image"), "v1", 3);
+    push(&work, &us, &image, "geo/redis");
+
+    // Relay the outbox into Redis, then lose Redis's copy of every job.
+    let db_url = regions.db.as_ref().unwrap().url.clone();
+    let moved = regions.rt.block_on(async {
+        use quay_replication::redis::{OutboxRelay, RedisJobQueue, RedisQueueConfig};
+        let store = quay_storage::SqlMetadataStore::connect(&db_url)
+            .await
+            .unwrap();
+        let sql = quay_storage::SqlJobQueue::new(&store, Default::default());
+        let server = quay_storage::config::RedisConfig {
+            host: "127.0.0.1".into(),
+            port: 6379,
+            password: None,
+        };
+        let redis = RedisJobQueue::connect(
+            &RedisQueueConfig::new(server).with_prefix(prefix.clone()),
+            Default::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("Redis is needed for this test: {e}"));
+        let moved = OutboxRelay::new(sql, redis.clone())
+            .run_once()
+            .await
+            .unwrap();
+        redis.delete_all().await.unwrap();
+        moved
+    });
+    assert!(moved >= 4, "relayed {moved} jobs");
+
+    // Workers (in both servers now) find nothing queued; the reconciler heals it.
+    let _eu = regions.server("eustorage", true);
+    let _us2 = regions.server("usstorage", true);
+    let out = regions.quayctl_ok(
+        &["status", "--wait", "--timeout", "120"],
+        Duration::from_secs(150),
+    );
+    assert!(out.contains("replication complete"), "{out}");
+    for d in blob_digests(&image) {
+        assert!(Regions::holds(&regions.eu_s3, &d), "eu lacks {d}");
+    }
+}

@@ -82,11 +82,12 @@ async fn run(args: Args) -> quay_core::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut background = Vec::new();
     if config.replication && !args.no_worker {
-        let queue = quay_examples::open_queue(&config, &opened.store).await?;
+        let (queue, relay) = quay_examples::open_queues(&config, &opened.store).await?;
         background.extend(quay_examples::spawn_replication(
             &config,
             &registry,
             queue,
+            relay,
             stop_rx.clone(),
         ));
     }

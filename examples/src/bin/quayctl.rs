@@ -91,7 +91,7 @@ async fn run(args: Args) -> quay_core::Result<ExitCode> {
     };
     let opened = quay_examples::open_registry(&config, &args.data_dir).await?;
     let metadata = opened.registry.metadata().clone();
-    let queue = quay_examples::open_queue(&config, &opened.store).await?;
+    let (queue, relay) = quay_examples::open_queues(&config, &opened.store).await?;
     let defaults = config.default_locations.clone();
     match args.command {
         Command::Status {
@@ -213,7 +213,8 @@ async fn run(args: Args) -> quay_core::Result<ExitCode> {
                 eprintln!("quayctl: FEATURE_STORAGE_REPLICATION is off; the worker only deletes copies then");
             }
             let (tx, rx) = tokio::sync::watch::channel(false);
-            let tasks = quay_examples::spawn_replication(&config, &opened.registry, queue, rx);
+            let tasks =
+                quay_examples::spawn_replication(&config, &opened.registry, queue, relay, rx);
             quay_examples::shutdown_signal().await;
             let _ = tx.send(true);
             for t in tasks {

@@ -39,10 +39,12 @@
 mod config;
 mod connection;
 mod error;
+mod outboxed;
 mod queue;
 mod relay;
 mod scripts;
 
 pub use self::config::{RedisQueueConfig, DEFAULT_PREFIX};
+pub use self::outboxed::OutboxedRedisQueue;
 pub use self::queue::RedisJobQueue;
 pub use self::relay::OutboxRelay;

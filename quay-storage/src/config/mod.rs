@@ -103,6 +103,9 @@ pub struct ReplicationSettings {
     pub queue: QueueBackend,
     /// The Redis of the queue: `QUAY_REPLICATION_REDIS`, else `BUILDLOGS_REDIS`.
     pub redis: Option<RedisConfig>,
+    /// `QUAY_REPLICATION_REDIS_PREFIX`: the prefix of the queue's keys (`quay:jobs:`), so that
+    /// several registries can share one Redis.
+    pub redis_prefix: Option<String>,
     /// `QUAY_REPLICATION_WORKERS`: copies run at once by one worker (default 8).
     pub workers: usize,
     /// `QUAY_REPLICATION_MAX_ATTEMPTS`: failed attempts before a job is dead-lettered (10).
@@ -160,6 +163,8 @@ struct RawConfig {
     QUAY_REPLICATION_QUEUE: QueueBackend,
     #[serde(default)]
     QUAY_REPLICATION_REDIS: Option<RedisConfig>,
+    #[serde(default)]
+    QUAY_REPLICATION_REDIS_PREFIX: Option<String>,
     #[serde(default)]
     QUAY_REPLICATION_WORKERS: Option<usize>,
     #[serde(default)]
@@ -314,6 +319,7 @@ impl QuayConfig {
             replication_settings: ReplicationSettings {
                 queue: raw.QUAY_REPLICATION_QUEUE,
                 redis: replication_redis,
+                redis_prefix: raw.QUAY_REPLICATION_REDIS_PREFIX.clone(),
                 workers: raw.QUAY_REPLICATION_WORKERS.unwrap_or(8),
                 max_attempts: raw.QUAY_REPLICATION_MAX_ATTEMPTS.unwrap_or(10),
                 reconcile_interval_secs: raw.QUAY_RECONCILE_INTERVAL_SECS.unwrap_or(300),

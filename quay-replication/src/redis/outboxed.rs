@@ -1,0 +1,76 @@
+//! [`OutboxedRedisQueue`]: the Redis queue as the rest of the system sees it, counting the
+//! jobs still waiting in the SQL outbox (recorded by commits, not yet relayed) as pending, so
+//! that `status` never reports done while a copy is still only in the outbox.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use quay_core::{FailOutcome, Job, JobQueue, JobSpec, Lease, QueueStats, Result};
+use quay_storage::SqlJobQueue;
+
+use super::RedisJobQueue;
+
+/// Redis for work, plus the SQL outbox for counts.
+#[derive(Debug, Clone)]
+pub struct OutboxedRedisQueue {
+    redis: RedisJobQueue,
+    outbox: SqlJobQueue,
+}
+
+impl OutboxedRedisQueue {
+    /// Combines the Redis queue with the outbox that feeds it.
+    pub fn new(redis: RedisJobQueue, outbox: SqlJobQueue) -> Self {
+        OutboxedRedisQueue { redis, outbox }
+    }
+
+    /// The Redis queue.
+    pub fn redis(&self) -> &RedisJobQueue {
+        &self.redis
+    }
+
+    /// The SQL outbox.
+    pub fn outbox(&self) -> &SqlJobQueue {
+        &self.outbox
+    }
+}
+
+#[async_trait]
+impl JobQueue for OutboxedRedisQueue {
+    async fn enqueue(&self, jobs: &[JobSpec]) -> Result<u64> {
+        self.redis.enqueue(jobs).await
+    }
+    async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Lease>> {
+        self.redis.claim(max, lease).await
+    }
+    async fn heartbeat(&self, lease: &Lease, extend: Duration) -> Result<i64> {
+        self.redis.heartbeat(lease, extend).await
+    }
+    async fn complete(&self, lease: &Lease) -> Result<()> {
+        self.redis.complete(lease).await
+    }
+    async fn fail(&self, lease: &Lease, error: &str) -> Result<FailOutcome> {
+        self.redis.fail(lease, error).await
+    }
+    async fn defer(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        self.redis.defer(lease, delay).await
+    }
+    async fn stats(&self) -> Result<QueueStats> {
+        let r = self.redis.stats().await?;
+        let o = self.outbox.stats().await?;
+        Ok(QueueStats {
+            pending: r.pending + o.pending + o.leased,
+            leased: r.leased,
+            dead: r.dead + o.dead,
+            oldest_pending: match (r.oldest_pending, o.oldest_pending) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        })
+    }
+    async fn dead_jobs(&self, limit: u64) -> Result<Vec<Job>> {
+        let mut jobs = self.redis.dead_jobs(limit).await?;
+        jobs.extend(self.outbox.dead_jobs(limit).await?);
+        jobs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(jobs)
+    }
+}
