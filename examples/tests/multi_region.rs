@@ -251,6 +251,18 @@ fn push_us_pull_eu(proxy: bool) {
         assert!(hashes.contains_key(&d), "pulled layout lacks {d}");
     }
 
+    // us holds the only copies: removing it is refused, and nothing changes.
+    let out = run_with_timeout(
+        &mut regions.quayctl(&["remove-location", "usstorage", "--yes"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("only copy") && said.contains("backfill"),
+        "{said}"
+    );
+
     // Replicate with a standalone worker, wait for completion, then eu serves from eu.
     let mut worker = regions.worker("worker");
     regions.quayctl_ok(
@@ -267,6 +279,14 @@ fn push_us_pull_eu(proxy: bool) {
     }
     assert_eq!(served_from(&eu), "eustorage");
     assert_eq!(served_from(&us), "usstorage");
+
+    // Now every blob has a second copy: removing us succeeds, and us reads from eu.
+    let out = regions.quayctl_ok(
+        &["remove-location", "usstorage", "--yes"],
+        Duration::from_secs(60),
+    );
+    assert!(out.contains("removed location usstorage"), "{out}");
+    assert_eq!(served_from(&us), "eustorage");
 }
 
 #[test]
@@ -283,7 +303,15 @@ fn push_us_pull_eu_redirect_mode() {
 /// `quayctl status --wait` returns; both buckets hold every blob with the right sha256.
 #[test]
 fn replication_completes_and_status_wait_returns() {
-    let regions = Regions::new(true, "QUAY_RECONCILE_INTERVAL_SECS: 2\n");
+    let prefix = format!("quay:test:{}:completes:", std::process::id());
+    let regions = Regions::new(
+        true,
+        &format!(
+            "QUAY_RECONCILE_INTERVAL_SECS: 2\nQUAY_REPLICATION_QUEUE: redis\n\
+             BUILDLOGS_REDIS: {{host: 127.0.0.1, port: 6379}}\n\
+             QUAY_REPLICATION_REDIS_PREFIX: \"{prefix}\"\n"
+        ),
+    );
     let us = regions.server("usstorage", true);
     let eu = regions.server("eustorage", true);
     let work = regions.dir.path().join("work");
@@ -323,6 +351,18 @@ fn replication_completes_and_status_wait_returns() {
         metrics.contains("quay_replication_jobs_completed_total"),
         "{metrics}"
     );
+    // Replication lag (commit to placement), as the workers measured it.
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let sum = value("quay_replication_lag_seconds_sum");
+    let count = value("quay_replication_lag_seconds_count");
+    assert!(count >= 4.0, "{metrics}");
+    eprintln!("replication lag: {count} blobs, mean {:.3}s", sum / count);
 }
 
 /// Issue 4: the worker is SIGKILLed in the middle of replicating a large image and started
