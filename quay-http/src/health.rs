@@ -261,3 +261,34 @@ pub(crate) async fn instance(State(state): State<AppState>) -> Response {
 pub(crate) async fn endtoend(State(state): State<AppState>) -> Response {
     respond(&state, false)
 }
+
+/// A job queue's health: one cheap call (its counts), bounded by the monitor's timeout.
+/// Named `redis` for the Redis queue.
+pub struct QueueProbe {
+    name: String,
+    queue: Arc<dyn quay_core::JobQueue>,
+}
+
+impl QueueProbe {
+    /// A probe of `queue` named `name`.
+    pub fn new(name: impl Into<String>, queue: Arc<dyn quay_core::JobQueue>) -> Self {
+        QueueProbe {
+            name: name.into(),
+            queue,
+        }
+    }
+}
+
+#[async_trait]
+impl HealthCheck for QueueProbe {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn check(&self) -> HealthStatus {
+        match self.queue.stats().await {
+            Ok(_) => HealthStatus::Healthy,
+            Err(e) => HealthStatus::Failed(e.to_string()),
+        }
+    }
+}

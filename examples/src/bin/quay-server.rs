@@ -81,8 +81,12 @@ async fn run(args: Args) -> quay_core::Result<()> {
         })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut background = Vec::new();
+    let mut redis_queue = None;
     if config.replication && !args.no_worker {
         let (queue, relay) = quay_examples::open_queues(&config, &opened.store).await?;
+        if relay.is_some() {
+            redis_queue = Some(queue.clone());
+        }
         background.extend(quay_examples::spawn_replication(
             &config,
             &registry,
@@ -122,11 +126,22 @@ async fn run(args: Args) -> quay_core::Result<()> {
         .map_err(|e| quay_core::Error::internal("no local address").with_source(e))?;
     info!(address = %local, "listening");
     let probe_timeout = Duration::from_secs(config.storage_timeout_secs.min(10));
-    let monitor = std::sync::Arc::new(quay_http::health::HealthMonitor::for_registry(
+    let mut monitor = quay_http::health::HealthMonitor::for_registry(
         &registry,
         std::sync::Arc::new(opened.store.clone()),
         probe_timeout,
-    ));
+    );
+    if let Some(queue) = redis_queue {
+        // Reported on /health/endtoend; a Redis outage delays replication but fails nothing.
+        monitor = monitor.with_check(
+            std::sync::Arc::new(quay_http::health::QueueProbe::new("redis", queue)),
+            quay_http::health::CheckRole {
+                instance: false,
+                endtoend_critical: false,
+            },
+        );
+    }
+    let monitor = std::sync::Arc::new(monitor);
     monitor.refresh().await;
     background.push(tokio::spawn(monitor.clone().run(
         Duration::from_secs(args.health_interval_secs.max(1)),
