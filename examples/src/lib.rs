@@ -93,7 +93,11 @@ pub struct Opened {
 /// Connects the metadata store and builds the engine.
 pub async fn open_registry(config: &QuayConfig, data_dir: &Path) -> Result<Opened> {
     let url = database_url(config, data_dir)?;
-    let store = SqlMetadataStore::connect(&url).await?;
+    let store = SqlMetadataStore::connect_with_timeout(
+        &url,
+        std::time::Duration::from_secs(config.database_timeout_secs),
+    )
+    .await?;
     let locations = build_locations(config)?;
     let mut engine = RegistryConfig::new(config.preference.clone());
     engine.proxy_storage = config.proxy_storage;

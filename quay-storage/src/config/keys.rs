@@ -20,6 +20,7 @@ pub(crate) const OURS: &[&str] = &[
     "QUAY_RECONCILE_INTERVAL_SECS",
     "QUAY_REPLICATION_LEASE_SECS",
     "QUAY_STORAGE_TIMEOUT_SECS",
+    "QUAY_DATABASE_TIMEOUT_SECS",
 ];
 
 /// Keys of Quay's that are close to ours in spelling but are real, distinct keys.

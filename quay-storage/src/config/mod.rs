@@ -81,6 +81,9 @@ pub struct QuayConfig {
     /// `QUAY_STORAGE_TIMEOUT_SECS`: the longest a storage call (or a stalled transfer) may
     /// take before it fails and counts against the location's health (30).
     pub storage_timeout_secs: u64,
+    /// `QUAY_DATABASE_TIMEOUT_SECS`: the longest an operation waits for a database connection
+    /// (5).
+    pub database_timeout_secs: u64,
     /// Quay keys present in the file that this engine does not use.
     pub ignored_keys: Vec<String>,
 }
@@ -175,6 +178,8 @@ struct RawConfig {
     QUAY_REPLICATION_LEASE_SECS: Option<u64>,
     #[serde(default)]
     QUAY_STORAGE_TIMEOUT_SECS: Option<u64>,
+    #[serde(default)]
+    QUAY_DATABASE_TIMEOUT_SECS: Option<u64>,
     #[serde(flatten)]
     rest: BTreeMap<String, serde_yaml::Value>,
 }
@@ -289,6 +294,9 @@ impl QuayConfig {
         if raw.QUAY_REPLICATION_MAX_ATTEMPTS == Some(0) {
             problems.push("QUAY_REPLICATION_MAX_ATTEMPTS", "must be at least 1");
         }
+        if raw.QUAY_DATABASE_TIMEOUT_SECS == Some(0) {
+            problems.push("QUAY_DATABASE_TIMEOUT_SECS", "must be at least 1");
+        }
         if raw.QUAY_STORAGE_TIMEOUT_SECS == Some(0) {
             problems.push("QUAY_STORAGE_TIMEOUT_SECS", "must be at least 1");
         }
@@ -316,6 +324,7 @@ impl QuayConfig {
             server_hostname: raw.SERVER_HOSTNAME,
             super_users: raw.SUPER_USERS,
             storage_timeout_secs: raw.QUAY_STORAGE_TIMEOUT_SECS.unwrap_or(30),
+            database_timeout_secs: raw.QUAY_DATABASE_TIMEOUT_SECS.unwrap_or(5),
             replication_settings: ReplicationSettings {
                 queue: raw.QUAY_REPLICATION_QUEUE,
                 redis: replication_redis,

@@ -23,15 +23,15 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
 /// Connections of a Postgres pool.
 const POSTGRES_MAX_CONNECTIONS: u32 = 16;
-/// How long an operation waits for a pooled connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an operation waits for a pooled connection by default.
+pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens a pool for `url`: `sqlite:...` or `postgres://...` / `postgresql://...`.
-pub(crate) async fn open(url: &str) -> Result<DatabaseConnection> {
+pub(crate) async fn open(url: &str, timeout: Duration) -> Result<DatabaseConnection> {
     if url.starts_with("sqlite:") {
-        open_sqlite(url).await
+        open_sqlite(url, timeout).await
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        open_postgres(url).await
+        open_postgres(url, timeout).await
     } else {
         let scheme: String = url
             .split(':')
@@ -48,7 +48,7 @@ pub(crate) async fn open(url: &str) -> Result<DatabaseConnection> {
     }
 }
 
-async fn open_sqlite(url: &str) -> Result<DatabaseConnection> {
+async fn open_sqlite(url: &str, timeout: Duration) -> Result<DatabaseConnection> {
     // An in-memory database lives as long as its connection: the pool keeps exactly one, for
     // ever, so that every operation sees the same database.
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -69,14 +69,14 @@ async fn open_sqlite(url: &str) -> Result<DatabaseConnection> {
         SqlitePoolOptions::new().max_connections(SQLITE_MAX_CONNECTIONS)
     };
     let pool = pool
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(timeout)
         .connect_with(options)
         .await
         .map_err(|e| sqlx_error("connect", e).with_context("backend", "sqlite"))?;
     Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
 }
 
-async fn open_postgres(url: &str) -> Result<DatabaseConnection> {
+async fn open_postgres(url: &str, timeout: Duration) -> Result<DatabaseConnection> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| sqlx_error("connect", e))?
         .application_name("quay-rs");
@@ -88,14 +88,21 @@ async fn open_postgres(url: &str) -> Result<DatabaseConnection> {
     };
     // The pool retries a refused connection until its acquire timeout runs out; one direct
     // attempt first makes a server that is down (or a wrong password) fail at once.
-    let probe = PgConnection::connect_with(&options)
-        .await
-        .map_err(unreachable)?;
+    let probe = match tokio::time::timeout(timeout, PgConnection::connect_with(&options)).await {
+        Ok(r) => r.map_err(unreachable)?,
+        Err(_) => {
+            return Err(quay_core::Error::new(
+                quay_core::ErrorKind::Timeout,
+                format!("no answer from the database within {timeout:?}"),
+            )
+            .with_context("host", &host))
+        }
+    };
     // Closing politely only spares the server a log line.
     let _ = probe.close().await;
     let pool = PgPoolOptions::new()
         .max_connections(POSTGRES_MAX_CONNECTIONS)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(timeout)
         .connect_with(options)
         .await
         .map_err(unreachable)?;

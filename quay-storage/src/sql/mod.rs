@@ -89,7 +89,14 @@ impl SqlMetadataStore {
     /// Fails with `Unavailable` when the database cannot be reached, `Config` when the URL is
     /// not valid; the error never contains the URL.
     pub async fn connect(url: &str) -> Result<Self> {
-        let db = connect::open(url).await?;
+        Self::connect_with_timeout(url, connect::ACQUIRE_TIMEOUT).await
+    }
+
+    /// Like [`connect`](Self::connect), with the longest wait for a connection (and for the
+    /// first connection) instead of the default 5 s: an operation while the database is down
+    /// fails after at most this long.
+    pub async fn connect_with_timeout(url: &str, timeout: std::time::Duration) -> Result<Self> {
+        let db = connect::open(url, timeout).await?;
         Self::from_connection(db).await
     }
 
