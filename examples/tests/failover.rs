@@ -9,10 +9,10 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{build_oci_layout, run_with_timeout, sha256_digest, OciImage, Server};
+use common::{build_oci_layout, run_with_timeout, sha256_digest, skopeo, OciImage, Server};
 use quay_storage::testkit::postgres::{fresh_database, TestDatabase};
 
 const BUCKET: &str = "quay";
@@ -109,27 +109,6 @@ fn location_yaml(port: u16) -> String {
         "    - GoogleCloudStorage\n    - access_key: {ACCESS}\n      secret_key: {SECRET}\n      \
          bucket_name: {BUCKET}\n      storage_path: /quaydata\n      endpoint_url: http://127.0.0.1:{port}\n"
     )
-}
-
-fn skopeo(work: &Path, args: &[&str]) -> Output {
-    let policy = work.join("policy.json");
-    if !policy.exists() {
-        std::fs::write(
-            &policy,
-            br#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-        )
-        .unwrap();
-    }
-    assert!(
-        Path::new("/usr/bin/skopeo").exists(),
-        "skopeo is not installed: run `apt-get install -y skopeo`"
-    );
-    let mut cmd = Command::new("/usr/bin/skopeo");
-    cmd.arg("--policy")
-        .arg(&policy)
-        .args(args)
-        .env("TMPDIR", work);
-    run_with_timeout(&mut cmd, Duration::from_secs(300))
 }
 
 fn push(work: &Path, server: &Server, image: &OciImage, repo: &str) -> Duration {

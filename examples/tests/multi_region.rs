@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{build_oci_layout, run_with_timeout, sha256_digest, OciImage, Server};
+use common::{build_oci_layout, run_with_timeout, sha256_digest, skopeo, OciImage, Server};
 use quay_storage::testkit::postgres::{fresh_database, TestDatabase};
 use quay_storage::testkit::s3::S3TestServer;
 
@@ -152,29 +152,6 @@ fn describe(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// skopeo with a permissive policy in a temp dir.
-fn skopeo(work: &Path, args: &[&str]) -> Output {
-    let policy = work.join("policy.json");
-    if !policy.exists() {
-        std::fs::write(
-            &policy,
-            br#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-        )
-        .unwrap();
-    }
-    assert!(
-        Path::new("/usr/bin/skopeo").exists(),
-        "skopeo is not installed: run `apt-get install -y skopeo`"
-    );
-    let mut cmd = Command::new("/usr/bin/skopeo");
-    cmd.arg("--policy")
-        .arg(&policy)
-        .args(args)
-        .env("REGISTRY_AUTH_FILE", work.join("auth.json"))
-        .env("TMPDIR", work);
-    run_with_timeout(&mut cmd, Duration::from_secs(300))
 }
 
 fn push(work: &Path, server: &Server, image: &OciImage, repo: &str) {
@@ -363,6 +340,8 @@ fn replication_completes_and_status_wait_returns() {
     let count = value("quay_replication_lag_seconds_count");
     assert!(count >= 4.0, "{metrics}");
     eprintln!("replication lag: {count} blobs, mean {:.3}s", sum / count);
+    drop((us, eu));
+    clear_redis(&regions, &prefix);
 }
 
 /// Issue 4: the worker is SIGKILLed in the middle of replicating a large image and started
@@ -503,4 +482,23 @@ fn redis_queue_survives_a_flush() {
     for d in blob_digests(&image) {
         assert!(Regions::holds(&regions.eu_s3, &d), "eu lacks {d}");
     }
+    drop((_eu, _us2, us));
+    clear_redis(&regions, &prefix);
+}
+
+/// Removes every key of a test's Redis queue prefix.
+fn clear_redis(regions: &Regions, prefix: &str) {
+    regions.rt.block_on(async {
+        use quay_replication::redis::{RedisJobQueue, RedisQueueConfig};
+        let server = quay_storage::config::RedisConfig {
+            host: "127.0.0.1".into(),
+            port: 6379,
+            password: None,
+        };
+        let config = RedisQueueConfig::new(server).with_prefix(prefix.to_owned());
+        let queue = RedisJobQueue::connect(&config, Default::default())
+            .await
+            .unwrap();
+        queue.delete_all().await.unwrap();
+    });
 }

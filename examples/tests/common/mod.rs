@@ -563,3 +563,27 @@ pub fn walk_files(root: &Path, f: &mut dyn FnMut(&Path)) {
         }
     }
 }
+
+/// Runs skopeo with a permissive signature policy and its own auth file and temp dir under
+/// `work`; fails (never skips) when skopeo is missing.
+pub fn skopeo(work: &Path, args: &[&str]) -> Output {
+    let policy = work.join("policy.json");
+    if !policy.exists() {
+        std::fs::write(
+            &policy,
+            br#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+        )
+        .unwrap();
+    }
+    assert!(
+        Path::new("/usr/bin/skopeo").exists(),
+        "skopeo is not installed: run `apt-get install -y skopeo`"
+    );
+    let mut cmd = Command::new("/usr/bin/skopeo");
+    cmd.arg("--policy")
+        .arg(&policy)
+        .args(args)
+        .env("REGISTRY_AUTH_FILE", work.join("auth.json"))
+        .env("TMPDIR", work);
+    run_with_timeout(&mut cmd, Duration::from_secs(300))
+}
