@@ -13,6 +13,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod digest;
 pub mod error;
 pub mod health;
@@ -24,6 +25,7 @@ pub mod range;
 pub mod registry;
 pub mod storage;
 
+pub use auth::{Actions, Authenticator, Authorizer, Identity, Secret};
 pub use digest::{Algorithm, Digest, DigestHasher};
 pub use error::{Error, ErrorKind, Result};
 pub use health::{BreakerConfig, HealthCheck, HealthStatus, HealthTracker, LocationState};
