@@ -14,6 +14,8 @@ use quay_replication::redis::{OutboxRelay, OutboxedRedisQueue, RedisJobQueue, Re
 use quay_storage::config::{build_location, DriverConfig, QuayConfig, QueueBackend};
 use quay_storage::{SqlJobQueue, SqlMetadataStore};
 
+pub mod serve;
+
 /// The environment variable that overrides `DISTRIBUTED_STORAGE_PREFERENCE` per instance.
 pub const PREFERENCE_ENV: &str = "QUAY_DISTRIBUTED_STORAGE_PREFERENCE";
 
@@ -103,8 +105,86 @@ pub async fn open_registry(config: &QuayConfig, data_dir: &Path) -> Result<Opene
     engine.proxy_storage = config.proxy_storage;
     engine.replication = config.replication;
     engine.default_locations = config.default_locations.clone();
+    engine.presign_expiry = std::time::Duration::from_secs(config.presign_expiry_secs);
+    engine.max_uploads_per_repository = Some(config.max_uploads_per_repository);
     let registry = Registry::new(Arc::new(store.clone()), locations, engine)?;
     Ok(Opened { registry, store })
+}
+
+/// `path` as given when absolute, else relative to `base` (the config file's folder).
+pub fn relative_to(base: Option<&Path>, path: &Path) -> PathBuf {
+    match base {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Access control from the configuration: `None` when no user is configured. `config_dir`
+/// resolves a relative `QUAY_AUTH_HTPASSWD`; `tls` says whether clients reach this server over
+/// TLS (the scheme of the token realm).
+pub fn auth_config(
+    config: &QuayConfig,
+    config_dir: Option<&Path>,
+    tls: bool,
+) -> Result<Option<Arc<quay_http::auth::AuthConfig>>> {
+    use quay_core::auth::{
+        parse_htpasswd, NamespaceGrant, StaticUsers, StaticUsersConfig, TokenKey,
+    };
+    let settings = &config.auth;
+    if !settings.enabled() {
+        return Ok(None);
+    }
+    let mut users = settings.users.clone();
+    if let Some(file) = &settings.htpasswd {
+        let path = relative_to(config_dir, file);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("QUAY_AUTH_HTPASSWD: cannot read {}", path.display()),
+            )
+            .with_source(e)
+        })?;
+        for (user, hash) in parse_htpasswd(&text)? {
+            users.entry(user).or_insert(hash);
+        }
+    }
+    let grants = settings
+        .permissions
+        .iter()
+        .map(|(user, namespaces)| {
+            let grants = namespaces
+                .iter()
+                .map(|(namespace, actions)| NamespaceGrant {
+                    namespace: namespace.clone(),
+                    actions: quay_core::Actions::from_names(actions.iter().map(String::as_str)),
+                })
+                .collect();
+            (user.clone(), grants)
+        })
+        .collect();
+    let users = Arc::new(StaticUsers::new(StaticUsersConfig {
+        users,
+        super_users: settings.super_users.clone(),
+        grants,
+        public_repositories: settings.public_repositories.clone(),
+        anonymous_pull: settings.anonymous_pull,
+    })?);
+    let key = settings.token_key.as_ref().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            "QUAY_AUTH_TOKEN_KEY (or SECRET_KEY) is not set",
+        )
+    })?;
+    Ok(Some(Arc::new(quay_http::auth::AuthConfig {
+        authenticator: users.clone(),
+        authorizer: users,
+        key: TokenKey::new(key.expose().as_bytes()),
+        service: settings.service.clone(),
+        issuer: "quay-rs".to_owned(),
+        realm: settings.realm.clone(),
+        tls,
+        token_ttl: std::time::Duration::from_secs(settings.token_expiry_secs),
+    })))
 }
 
 /// The retry policy from the configuration.

@@ -34,6 +34,8 @@ pub enum ErrorKind {
     SizeInvalid,
     /// The request or content is larger than this registry accepts.
     TooLarge,
+    /// A limit on open resources (such as upload sessions) is reached; try again later.
+    TooManyRequests,
     /// A requested byte range cannot be satisfied, or a chunk arrived out of order.
     RangeInvalid,
     /// The operation is not supported (by this registry or by a backend).
@@ -73,6 +75,7 @@ impl ErrorKind {
             ErrorKind::NameUnknown => "name_unknown",
             ErrorKind::SizeInvalid => "size_invalid",
             ErrorKind::TooLarge => "too_large",
+            ErrorKind::TooManyRequests => "too_many_requests",
             ErrorKind::RangeInvalid => "range_invalid",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Unauthorized => "unauthorized",

@@ -137,6 +137,8 @@ pub trait UploadStore: Send + Sync {
     ) -> Result<u64>;
     /// Removes a session and its part records (not the part objects).
     async fn delete_upload(&self, id: &str) -> Result<()>;
+    /// The number of open sessions of `repository`.
+    async fn count_uploads(&self, repository: &RepositoryName) -> Result<u64>;
     /// Sessions not updated since `before`, oldest first, at most `limit`.
     async fn stale_uploads(&self, before: TimestampMs, limit: u64) -> Result<Vec<UploadRecord>>;
 }

@@ -20,6 +20,7 @@ pub fn oci_code(kind: ErrorKind) -> (&'static str, StatusCode) {
         K::NameUnknown => ("NAME_UNKNOWN", StatusCode::NOT_FOUND),
         K::SizeInvalid => ("SIZE_INVALID", StatusCode::BAD_REQUEST),
         K::TooLarge => ("SIZE_INVALID", StatusCode::PAYLOAD_TOO_LARGE),
+        K::TooManyRequests => ("TOOMANYREQUESTS", StatusCode::TOO_MANY_REQUESTS),
         K::RangeInvalid => ("BLOB_UPLOAD_INVALID", StatusCode::RANGE_NOT_SATISFIABLE),
         K::Unsupported => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
         K::Unauthorized => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),

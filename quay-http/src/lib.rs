@@ -10,6 +10,7 @@
 //! [`quay_core::manifest::MAX_MANIFEST_SIZE`].
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod error;
 pub mod health;
 mod routes;
@@ -38,6 +39,7 @@ pub struct AppState {
     pub registry: Registry,
     metrics: Option<MetricsRender>,
     health: Option<Arc<health::HealthMonitor>>,
+    auth: Option<Arc<auth::AuthConfig>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -46,6 +48,7 @@ impl std::fmt::Debug for AppState {
             .field("registry", &self.registry)
             .field("metrics", &self.metrics.is_some())
             .field("health", &self.health)
+            .field("auth", &self.auth)
             .finish()
     }
 }
@@ -57,6 +60,8 @@ pub struct RouterOptions {
     pub metrics: Option<MetricsRender>,
     /// Serves `/health/instance` and `/health/endtoend` from this monitor's latest results.
     pub health: Option<Arc<health::HealthMonitor>>,
+    /// Access control; `None` serves every request (for loopback development).
+    pub auth: Option<Arc<auth::AuthConfig>>,
 }
 
 /// The OCI Distribution API routes for `registry`.
@@ -70,8 +75,13 @@ pub fn router_with(registry: Registry, options: RouterOptions) -> Router {
         registry,
         metrics: options.metrics,
         health: options.health,
+        auth: options.auth,
     };
     Router::new()
+        .route(
+            auth::TOKEN_PATH,
+            get(auth::token_get).post(auth::token_post),
+        )
         .route("/v2", get(base))
         .route("/v2/", get(base))
         .route("/v2/_catalog", get(catalog))
@@ -80,6 +90,10 @@ pub fn router_with(registry: Registry, options: RouterOptions) -> Router {
         .route("/health/instance", get(health::instance))
         .route("/health/endtoend", get(health::endtoend))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
         .layer(axum::middleware::map_response(add_api_version))
         .with_state(state)
 }
@@ -106,8 +120,12 @@ async fn base() -> Response {
     (StatusCode::OK, [("content-type", "application/json")], "{}").into_response()
 }
 
-async fn catalog(State(state): State<AppState>, Query(params): Query<routes::Params>) -> Response {
-    routes::catalog(&state, &params)
+async fn catalog(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<auth::Caller>>,
+    Query(params): Query<routes::Params>,
+) -> Response {
+    routes::catalog(&state, caller.as_ref().map(|c| &c.0), &params)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }

@@ -2,6 +2,11 @@
 //!
 //! With no arguments it serves on `127.0.0.1:5000` with the embedded default (SQLite and one
 //! filesystem location under `./quay-data`). `--config FILE` reads a Quay `config.yaml`.
+//!
+//! TLS: `--tls-cert`/`--tls-key`, else `QUAY_TLS_CERT`/`QUAY_TLS_KEY` in the config, else
+//! Quay's `ssl.cert`/`ssl.key` beside the config file. Without them it serves plain HTTP (for
+//! loopback development). Access control is on when the config names users
+//! (`QUAY_AUTH_USERS`, `QUAY_AUTH_HTPASSWD`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +40,36 @@ struct Args {
     /// instead).
     #[arg(long)]
     no_worker: bool,
+    /// PEM certificate chain to serve TLS with (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Largest request head (request line and headers) accepted, in bytes; larger gets 431.
+    #[arg(long, default_value_t = quay_examples::serve::DEFAULT_MAX_HEADER_BYTES)]
+    max_header_bytes: usize,
+}
+
+/// Where the certificate and key come from: flags, config keys, or Quay's `ssl.cert` and
+/// `ssl.key` in the config folder.
+fn tls_files(
+    args: &Args,
+    config: &quay_storage::config::QuayConfig,
+    config_dir: Option<&std::path::Path>,
+) -> Option<(PathBuf, PathBuf)> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return Some((cert.clone(), key.clone()));
+    }
+    if let Some(files) = &config.tls {
+        return Some((
+            quay_examples::relative_to(config_dir, &files.cert),
+            quay_examples::relative_to(config_dir, &files.key),
+        ));
+    }
+    let dir = config_dir?;
+    let (cert, key) = (dir.join("ssl.cert"), dir.join("ssl.key"));
+    (cert.is_file() && key.is_file()).then_some((cert, key))
 }
 
 #[tokio::main]
@@ -66,6 +101,35 @@ async fn run(args: Args) -> quay_core::Result<()> {
     }
     for (id, driver) in &config.locations {
         info!(location = %id, driver = %quay_examples::describe(driver), "storage location");
+    }
+    let config_dir = args
+        .config
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                d
+            }
+        });
+    let tls = match tls_files(&args, &config, config_dir) {
+        Some((cert, key)) => {
+            info!(cert = %cert.display(), "serving TLS");
+            Some(quay_examples::serve::load_tls(&cert, &key)?)
+        }
+        None => {
+            if !args.listen.ip().is_loopback() {
+                warn!(address = %args.listen, "serving plain HTTP on a non-loopback address: \
+                       configure TLS (--tls-cert/--tls-key) for anything but development");
+            }
+            None
+        }
+    };
+    let auth = quay_examples::auth_config(&config, config_dir, tls.is_some())?;
+    match &auth {
+        Some(a) => info!(service = %a.service, "access control on (token authentication)"),
+        None => warn!("no users configured: access control is off, anyone may push and delete"),
     }
     let opened = quay_examples::open_registry(&config, &args.data_dir).await?;
     let registry = opened.registry.clone();
@@ -150,21 +214,24 @@ async fn run(args: Args) -> quay_core::Result<()> {
     let options = quay_http::RouterOptions {
         metrics: Some(std::sync::Arc::new(move || metrics.render())),
         health: Some(monitor),
+        auth,
     };
     let app = quay_http::router_with(registry, options);
-    let served = axum_serve(listener, app).await;
+    let serve_options = quay_examples::serve::ServeOptions {
+        tls,
+        max_header_bytes: args.max_header_bytes,
+    };
+    let served = quay_examples::serve::serve(
+        listener,
+        app,
+        serve_options,
+        quay_examples::shutdown_signal(),
+    )
+    .await;
+    info!("shut down");
     let _ = stop_tx.send(true);
     for task in background {
         let _ = task.await;
     }
     served
-}
-
-async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) -> quay_core::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(quay_examples::shutdown_signal())
-        .await
-        .map_err(|e| quay_core::Error::internal("server failed").with_source(e))?;
-    info!("shut down cleanly");
-    Ok(())
 }

@@ -325,7 +325,14 @@ mod tests {
         assert!(!format!("{c:?}").contains("s3cr"));
         let c = Credentials::from_authorization("bearer abc.def.ghi").unwrap();
         assert_eq!(c, Credentials::Bearer(Secret::new("abc.def.ghi")));
-        for bad in ["Basic", "Basic !!!", "Basic OnBhc3M=", "Digest x", "Bearer  ", ""] {
+        for bad in [
+            "Basic",
+            "Basic !!!",
+            "Basic OnBhc3M=",
+            "Digest x",
+            "Bearer  ",
+            "",
+        ] {
             let e = Credentials::from_authorization(bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Unauthorized, "{bad}");
         }

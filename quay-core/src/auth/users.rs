@@ -57,12 +57,8 @@ pub fn parse_htpasswd(text: &str) -> Result<BTreeMap<String, String>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = |why: &str| {
-            Error::new(
-                ErrorKind::Config,
-                format!("htpasswd line {}: {why}", n + 1),
-            )
-        };
+        let bad =
+            |why: &str| Error::new(ErrorKind::Config, format!("htpasswd line {}: {why}", n + 1));
         let (user, hash) = line
             .split_once(':')
             .ok_or_else(|| bad("expected user:hash"))?;
@@ -289,8 +285,14 @@ mod tests {
             // The second time comes from the cache, same answer.
             let ok = u.authenticate("alice", &Secret::new("pw")).await.unwrap();
             assert_eq!(ok, Some(Identity::User("alice".into())));
-            assert_eq!(u.authenticate("alice", &Secret::new("pW")).await.unwrap(), None);
-            assert_eq!(u.authenticate("eve", &Secret::new("pw")).await.unwrap(), None);
+            assert_eq!(
+                u.authenticate("alice", &Secret::new("pW")).await.unwrap(),
+                None
+            );
+            assert_eq!(
+                u.authenticate("eve", &Secret::new("pw")).await.unwrap(),
+                None
+            );
         });
     }
 
@@ -303,18 +305,45 @@ mod tests {
         let anon = Identity::Anonymous;
         block_on(async {
             assert_eq!(u.allowed(&admin, &repo("x/y")).await.unwrap(), Actions::ALL);
-            assert_eq!(u.allowed(&alice, &repo("alice/app")).await.unwrap(), Actions::ALL);
-            assert_eq!(u.allowed(&alice, &repo("alice")).await.unwrap(), Actions::ALL);
-            assert_eq!(u.allowed(&alice, &repo("alicex/app")).await.unwrap(), Actions::NONE);
-            assert_eq!(u.allowed(&alice, &repo("team/app")).await.unwrap(), Actions::NONE);
-            assert_eq!(u.allowed(&bob, &repo("team/app")).await.unwrap(), Actions::PULL);
-            assert_eq!(u.allowed(&bob, &repo("library/a")).await.unwrap(), Actions::PULL);
+            assert_eq!(
+                u.allowed(&alice, &repo("alice/app")).await.unwrap(),
+                Actions::ALL
+            );
+            assert_eq!(
+                u.allowed(&alice, &repo("alice")).await.unwrap(),
+                Actions::ALL
+            );
+            assert_eq!(
+                u.allowed(&alice, &repo("alicex/app")).await.unwrap(),
+                Actions::NONE
+            );
+            assert_eq!(
+                u.allowed(&alice, &repo("team/app")).await.unwrap(),
+                Actions::NONE
+            );
+            assert_eq!(
+                u.allowed(&bob, &repo("team/app")).await.unwrap(),
+                Actions::PULL
+            );
+            assert_eq!(
+                u.allowed(&bob, &repo("library/a")).await.unwrap(),
+                Actions::PULL
+            );
             assert_eq!(u.allowed(&bob, &repo("pub")).await.unwrap(), Actions::PULL);
-            assert_eq!(u.allowed(&bob, &repo("pub/x")).await.unwrap(), Actions::NONE);
+            assert_eq!(
+                u.allowed(&bob, &repo("pub/x")).await.unwrap(),
+                Actions::NONE
+            );
             // Anonymous pull of public repositories is off by default.
-            assert_eq!(u.allowed(&anon, &repo("library/a")).await.unwrap(), Actions::NONE);
+            assert_eq!(
+                u.allowed(&anon, &repo("library/a")).await.unwrap(),
+                Actions::NONE
+            );
             let ghost = Identity::User("ghost".into());
-            assert_eq!(u.allowed(&ghost, &repo("ghost/a")).await.unwrap(), Actions::NONE);
+            assert_eq!(
+                u.allowed(&ghost, &repo("ghost/a")).await.unwrap(),
+                Actions::NONE
+            );
             assert!(!u.may_list_catalog(&anon).await.unwrap());
             assert!(u.may_list_catalog(&bob).await.unwrap());
         });
@@ -322,8 +351,14 @@ mod tests {
         config.anonymous_pull = true;
         let u = StaticUsers::new(config).unwrap();
         block_on(async {
-            assert_eq!(u.allowed(&anon, &repo("library/a")).await.unwrap(), Actions::PULL);
-            assert_eq!(u.allowed(&anon, &repo("alice/a")).await.unwrap(), Actions::NONE);
+            assert_eq!(
+                u.allowed(&anon, &repo("library/a")).await.unwrap(),
+                Actions::PULL
+            );
+            assert_eq!(
+                u.allowed(&anon, &repo("alice/a")).await.unwrap(),
+                Actions::NONE
+            );
         });
     }
 

@@ -42,6 +42,10 @@ pub struct RegistryConfig {
     pub default_locations: Vec<LocationId>,
     /// When a location is considered down, and for how long it is skipped.
     pub breaker: BreakerConfig,
+    /// The most upload sessions one repository may have open; starting another fails with
+    /// `TooManyRequests` (a soft limit: concurrent starts may pass it by a few). `None`: no
+    /// limit.
+    pub max_uploads_per_repository: Option<u64>,
 }
 
 impl RegistryConfig {
@@ -54,6 +58,7 @@ impl RegistryConfig {
             replication: false,
             default_locations: Vec::new(),
             breaker: BreakerConfig::default(),
+            max_uploads_per_repository: None,
         }
     }
 }

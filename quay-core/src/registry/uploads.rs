@@ -44,6 +44,18 @@ impl Registry {
     /// Opens an upload session in this instance's write location.
     #[instrument(skip(self), fields(repository = %repository))]
     pub async fn start_upload(&self, repository: &RepositoryName) -> Result<UploadStatus> {
+        if let Some(limit) = self.inner.config.max_uploads_per_repository {
+            let open = self.inner.metadata.count_uploads(repository).await?;
+            if open >= limit {
+                return Err(Error::new(
+                    ErrorKind::TooManyRequests,
+                    format!(
+                        "{repository} has {open} open upload sessions, the limit is {limit}: \
+                         finish or cancel some, or wait for abandoned ones to expire"
+                    ),
+                ));
+            }
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let location = self.write_location()?;
         self.inner

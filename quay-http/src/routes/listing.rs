@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::blobs::parse_digest;
 use super::{repository, Params, Reply};
+use crate::auth::{visible, Caller};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -64,10 +65,37 @@ pub(crate) async fn tags(
     ))
 }
 
-pub(crate) async fn catalog(state: &AppState, params: &Params) -> Result<Response, ApiError> {
+/// The catalog, holding only what the caller may pull: pages of the store are read and
+/// filtered until `n` visible names are found or the store has no more.
+pub(crate) async fn catalog(
+    state: &AppState,
+    caller: Option<&Caller>,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let n = page_size(params)?;
-    let last = params.get("last").map(String::as_str);
-    let page = state.registry.catalog(last, n).await?;
+    let mut last = params.get("last").cloned();
+    let mut page = Page {
+        items: Vec::new(),
+        more: false,
+    };
+    loop {
+        let chunk = state.registry.catalog(last.as_deref(), n).await?;
+        last = chunk.items.last().cloned().or(last);
+        let mut taken = 0;
+        for name in &chunk.items {
+            taken += 1;
+            if visible(state, caller, name).await? {
+                page.items.push(name.clone());
+                if page.items.len() as u64 == n {
+                    break;
+                }
+            }
+        }
+        page.more = chunk.more || taken < chunk.items.len();
+        if page.items.len() as u64 >= n || !chunk.more || n == 0 {
+            break;
+        }
+    }
     let link = next_link("/v2/_catalog", n, &page);
     Ok(json_reply(json!({"repositories": page.items}), link))
 }

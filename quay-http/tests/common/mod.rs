@@ -21,6 +21,16 @@ pub struct Server {
     dir: Arc<tempfile::TempDir>,
     task: tokio::task::JoinHandle<()>,
     pg: Option<Arc<TestDatabase>>,
+    setup: Setup,
+}
+
+/// Optional parts of a test server.
+#[derive(Clone, Default)]
+pub struct Setup {
+    /// Access control.
+    pub auth: Option<Arc<quay_http::auth::AuthConfig>>,
+    /// The limit on open upload sessions per repository.
+    pub max_uploads: Option<u64>,
 }
 
 impl Drop for Server {
@@ -48,6 +58,10 @@ pub enum Backend {
 
 impl Server {
     pub async fn start(backend: Backend) -> Server {
+        Self::start_setup(backend, Setup::default()).await
+    }
+
+    pub async fn start_setup(backend: Backend, setup: Setup) -> Server {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let (db_url, pg) = match backend {
             Backend::Sqlite => (
@@ -61,18 +75,25 @@ impl Server {
                 (db.url.clone(), Some(Arc::new(db)))
             }
         };
-        Self::start_on(dir, db_url, pg).await
+        Self::start_on(dir, db_url, pg, setup).await
     }
 
     /// A second instance on the same database and storage folder (another process, in effect).
     pub async fn sibling(&self) -> Server {
-        Self::start_on(self.dir.clone(), self.db_url.clone(), self.pg.clone()).await
+        Self::start_on(
+            self.dir.clone(),
+            self.db_url.clone(),
+            self.pg.clone(),
+            self.setup.clone(),
+        )
+        .await
     }
 
     async fn start_on(
         dir: Arc<tempfile::TempDir>,
         db_url: String,
         pg: Option<Arc<TestDatabase>>,
+        setup: Setup,
     ) -> Server {
         let storage_root = dir.path().join("storage");
         let metadata = SqlMetadataStore::connect(&db_url).await.unwrap();
@@ -82,13 +103,14 @@ impl Server {
             local.clone(),
             Arc::new(OpendalStorage::fs(&storage_root, "local").unwrap()),
         );
-        let registry = Registry::new(
-            Arc::new(metadata),
-            locations,
-            RegistryConfig::new(vec![local]),
-        )
-        .unwrap();
-        let app = quay_http::router(registry.clone());
+        let mut config = RegistryConfig::new(vec![local]);
+        config.max_uploads_per_repository = setup.max_uploads;
+        let registry = Registry::new(Arc::new(metadata), locations, config).unwrap();
+        let options = quay_http::RouterOptions {
+            auth: setup.auth.clone(),
+            ..Default::default()
+        };
+        let app = quay_http::router_with(registry.clone(), options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -107,6 +129,7 @@ impl Server {
             dir,
             task,
             pg,
+            setup,
         }
     }
 

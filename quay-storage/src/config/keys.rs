@@ -21,6 +21,21 @@ pub(crate) const OURS: &[&str] = &[
     "QUAY_REPLICATION_LEASE_SECS",
     "QUAY_STORAGE_TIMEOUT_SECS",
     "QUAY_DATABASE_TIMEOUT_SECS",
+    "QUAY_AUTH_USERS",
+    "QUAY_AUTH_HTPASSWD",
+    "QUAY_AUTH_PERMISSIONS",
+    "QUAY_AUTH_PUBLIC_REPOSITORIES",
+    "QUAY_AUTH_ANONYMOUS_PULL",
+    "QUAY_AUTH_TOKEN_KEY",
+    "SECRET_KEY",
+    "QUAY_AUTH_SERVICE",
+    "QUAY_AUTH_REALM",
+    "QUAY_AUTH_TOKEN_EXPIRY_SECS",
+    "QUAY_TLS_CERT",
+    "QUAY_TLS_KEY",
+    "PREFERRED_URL_SCHEME",
+    "QUAY_PRESIGN_EXPIRY_SECS",
+    "QUAY_MAX_UPLOADS_PER_REPOSITORY",
 ];
 
 /// Keys of Quay's that are close to ours in spelling but are real, distinct keys.

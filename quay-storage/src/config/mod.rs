@@ -84,8 +84,81 @@ pub struct QuayConfig {
     /// `QUAY_DATABASE_TIMEOUT_SECS`: the longest an operation waits for a database connection
     /// (5).
     pub database_timeout_secs: u64,
+    /// Access control (`SUPER_USERS` and keys of ours, `QUAY_AUTH_*`).
+    pub auth: AuthSettings,
+    /// `QUAY_TLS_CERT` and `QUAY_TLS_KEY`: PEM files of the server's certificate chain and
+    /// private key (relative paths are relative to the config file's folder).
+    pub tls: Option<TlsFiles>,
+    /// `PREFERRED_URL_SCHEME`: `http` or `https` (how clients reach the registry).
+    pub preferred_url_scheme: Option<String>,
+    /// `QUAY_PRESIGN_EXPIRY_SECS`: how long a presigned storage URL stays valid (600).
+    pub presign_expiry_secs: u64,
+    /// `QUAY_MAX_UPLOADS_PER_REPOSITORY`: open upload sessions one repository may have (100).
+    pub max_uploads_per_repository: u64,
     /// Quay keys present in the file that this engine does not use.
     pub ignored_keys: Vec<String>,
+}
+
+/// Certificate and key files for TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain (PEM).
+    pub cert: std::path::PathBuf,
+    /// The private key (PEM).
+    pub key: std::path::PathBuf,
+}
+
+/// Access control settings. Access control is on when any user is configured
+/// (`QUAY_AUTH_USERS` or `QUAY_AUTH_HTPASSWD`).
+#[derive(Clone, Default)]
+pub struct AuthSettings {
+    /// `QUAY_AUTH_USERS`: user name to bcrypt hash.
+    pub users: BTreeMap<String, String>,
+    /// `QUAY_AUTH_HTPASSWD`: an htpasswd file of bcrypt hashes (relative paths are relative to
+    /// the config file's folder).
+    pub htpasswd: Option<std::path::PathBuf>,
+    /// `SUPER_USERS`: users who may do everything.
+    pub super_users: Vec<String>,
+    /// `QUAY_AUTH_PERMISSIONS`: user to namespace to actions (`pull`, `push`, `delete`, `*`).
+    pub permissions: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// `QUAY_AUTH_PUBLIC_REPOSITORIES`: repositories every user may pull (names, `ns/*`, `*`).
+    pub public_repositories: Vec<String>,
+    /// `QUAY_AUTH_ANONYMOUS_PULL`: anonymous callers may pull the public repositories (false).
+    pub anonymous_pull: bool,
+    /// The token signing key: `QUAY_AUTH_TOKEN_KEY`, else Quay's `SECRET_KEY`. Every instance
+    /// must have the same.
+    pub token_key: Option<Secret>,
+    /// `QUAY_AUTH_SERVICE`: the token audience and challenge `service` (else
+    /// `SERVER_HOSTNAME`, else `quay`).
+    pub service: String,
+    /// `QUAY_AUTH_REALM`: the token endpoint URL for challenges (else built per request).
+    pub realm: Option<String>,
+    /// `QUAY_AUTH_TOKEN_EXPIRY_SECS`: lifetime of issued tokens (300).
+    pub token_expiry_secs: u64,
+}
+
+impl AuthSettings {
+    /// Whether access control is on.
+    pub fn enabled(&self) -> bool {
+        !self.users.is_empty() || self.htpasswd.is_some()
+    }
+}
+
+impl fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("htpasswd", &self.htpasswd)
+            .field("super_users", &self.super_users)
+            .field("permissions", &self.permissions)
+            .field("public_repositories", &self.public_repositories)
+            .field("anonymous_pull", &self.anonymous_pull)
+            .field("token_key", &self.token_key)
+            .field("service", &self.service)
+            .field("realm", &self.realm)
+            .field("token_expiry_secs", &self.token_expiry_secs)
+            .finish()
+    }
 }
 
 /// Which job queue replication uses.
@@ -134,6 +207,8 @@ impl fmt::Debug for QuayConfig {
             .field("server_hostname", &self.server_hostname)
             .field("super_users", &self.super_users)
             .field("replication_settings", &self.replication_settings)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -180,6 +255,36 @@ struct RawConfig {
     QUAY_STORAGE_TIMEOUT_SECS: Option<u64>,
     #[serde(default)]
     QUAY_DATABASE_TIMEOUT_SECS: Option<u64>,
+    #[serde(default)]
+    QUAY_AUTH_USERS: BTreeMap<String, String>,
+    #[serde(default)]
+    QUAY_AUTH_HTPASSWD: Option<String>,
+    #[serde(default)]
+    QUAY_AUTH_PERMISSIONS: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    #[serde(default)]
+    QUAY_AUTH_PUBLIC_REPOSITORIES: Vec<String>,
+    #[serde(default)]
+    QUAY_AUTH_ANONYMOUS_PULL: bool,
+    #[serde(default)]
+    QUAY_AUTH_TOKEN_KEY: Option<Secret>,
+    #[serde(default)]
+    SECRET_KEY: Option<Secret>,
+    #[serde(default)]
+    QUAY_AUTH_SERVICE: Option<String>,
+    #[serde(default)]
+    QUAY_AUTH_REALM: Option<String>,
+    #[serde(default)]
+    QUAY_AUTH_TOKEN_EXPIRY_SECS: Option<u64>,
+    #[serde(default)]
+    QUAY_TLS_CERT: Option<String>,
+    #[serde(default)]
+    QUAY_TLS_KEY: Option<String>,
+    #[serde(default)]
+    PREFERRED_URL_SCHEME: Option<String>,
+    #[serde(default)]
+    QUAY_PRESIGN_EXPIRY_SECS: Option<u64>,
+    #[serde(default)]
+    QUAY_MAX_UPLOADS_PER_REPOSITORY: Option<u64>,
     #[serde(flatten)]
     rest: BTreeMap<String, serde_yaml::Value>,
 }
@@ -306,6 +411,32 @@ impl QuayConfig {
         if raw.QUAY_RECONCILE_INTERVAL_SECS == Some(0) {
             problems.push("QUAY_RECONCILE_INTERVAL_SECS", "must be at least 1");
         }
+        let auth = check_auth(&raw, &mut problems);
+        let tls = match (&raw.QUAY_TLS_CERT, &raw.QUAY_TLS_KEY) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            (None, None) => None,
+            _ => {
+                problems.push(
+                    "QUAY_TLS_CERT",
+                    "QUAY_TLS_CERT and QUAY_TLS_KEY go together",
+                );
+                None
+            }
+        };
+        if let Some(scheme) = &raw.PREFERRED_URL_SCHEME {
+            if scheme != "http" && scheme != "https" {
+                problems.push("PREFERRED_URL_SCHEME", "must be http or https");
+            }
+        }
+        if raw.QUAY_PRESIGN_EXPIRY_SECS == Some(0) {
+            problems.push("QUAY_PRESIGN_EXPIRY_SECS", "must be at least 1");
+        }
+        if raw.QUAY_MAX_UPLOADS_PER_REPOSITORY == Some(0) {
+            problems.push("QUAY_MAX_UPLOADS_PER_REPOSITORY", "must be at least 1");
+        }
         if !problems.0.is_empty() {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -334,9 +465,81 @@ impl QuayConfig {
                 reconcile_interval_secs: raw.QUAY_RECONCILE_INTERVAL_SECS.unwrap_or(300),
                 lease_secs: raw.QUAY_REPLICATION_LEASE_SECS.unwrap_or(60),
             },
+            auth,
+            tls,
+            preferred_url_scheme: raw.PREFERRED_URL_SCHEME,
+            presign_expiry_secs: raw.QUAY_PRESIGN_EXPIRY_SECS.unwrap_or(600),
+            max_uploads_per_repository: raw.QUAY_MAX_UPLOADS_PER_REPOSITORY.unwrap_or(100),
             ignored_keys: ignored,
         })
     }
+}
+
+/// The shortest token signing key accepted, in bytes.
+const MIN_TOKEN_KEY_LEN: usize = 16;
+
+fn check_auth(raw: &RawConfig, problems: &mut Problems) -> AuthSettings {
+    let mut permissions = BTreeMap::new();
+    for (user, namespaces) in &raw.QUAY_AUTH_PERMISSIONS {
+        for (namespace, actions) in namespaces {
+            for action in actions {
+                if !matches!(action.as_str(), "pull" | "push" | "delete" | "*") {
+                    problems.push(
+                        &format!("QUAY_AUTH_PERMISSIONS.{user}.{namespace}"),
+                        format_args!("unknown action {action:?} (pull, push, delete or *)"),
+                    );
+                }
+            }
+        }
+        permissions.insert(user.clone(), namespaces.clone());
+    }
+    for (user, hash) in &raw.QUAY_AUTH_USERS {
+        let bcrypt = ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p));
+        if !bcrypt {
+            problems.push(
+                &format!("QUAY_AUTH_USERS.{user}"),
+                "must be a bcrypt hash (htpasswd -nB USER, or python -c 'import bcrypt; ...')",
+            );
+        }
+    }
+    let token_key = raw
+        .QUAY_AUTH_TOKEN_KEY
+        .clone()
+        .or_else(|| raw.SECRET_KEY.clone());
+    let settings = AuthSettings {
+        users: raw.QUAY_AUTH_USERS.clone(),
+        htpasswd: raw.QUAY_AUTH_HTPASSWD.as_ref().map(Into::into),
+        super_users: raw.SUPER_USERS.clone(),
+        permissions,
+        public_repositories: raw.QUAY_AUTH_PUBLIC_REPOSITORIES.clone(),
+        anonymous_pull: raw.QUAY_AUTH_ANONYMOUS_PULL,
+        token_key,
+        service: raw
+            .QUAY_AUTH_SERVICE
+            .clone()
+            .or_else(|| raw.SERVER_HOSTNAME.clone())
+            .unwrap_or_else(|| "quay".to_owned()),
+        realm: raw.QUAY_AUTH_REALM.clone(),
+        token_expiry_secs: raw.QUAY_AUTH_TOKEN_EXPIRY_SECS.unwrap_or(300),
+    };
+    if settings.enabled() {
+        match &settings.token_key {
+            None => problems.push(
+                "QUAY_AUTH_TOKEN_KEY",
+                "users are configured, so tokens must be signed: set QUAY_AUTH_TOKEN_KEY \
+                 (or SECRET_KEY) to the same secret on every instance",
+            ),
+            Some(k) if k.expose().len() < MIN_TOKEN_KEY_LEN => problems.push(
+                "QUAY_AUTH_TOKEN_KEY",
+                format_args!("is shorter than {MIN_TOKEN_KEY_LEN} bytes"),
+            ),
+            Some(_) => {}
+        }
+    }
+    if raw.QUAY_AUTH_TOKEN_EXPIRY_SECS == Some(0) {
+        problems.push("QUAY_AUTH_TOKEN_EXPIRY_SECS", "must be at least 1");
+    }
+    settings
 }
 
 fn check_ids(

@@ -3,31 +3,10 @@
 //! Values are checked by kind, never echoed in messages (a value may be a secret).
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde_yaml::Value;
 
-/// A secret parameter (a key, a password, a token). Its `Debug` never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that must hand it to a client library.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use quay_core::Secret;
 
 /// The type a parameter's value must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +144,7 @@ impl Values {
 
     /// A secret value, if present.
     pub(crate) fn secret(&self, name: &str) -> Option<Secret> {
-        self.text(name).map(Secret)
+        self.text(name).map(Secret::new)
     }
 
     /// A boolean value, if present.

@@ -70,7 +70,7 @@ fn edit_distance_basics() {
     assert_eq!(keys::classify("DB_URL"), keys::KeyClass::Misspelt("DB_URI"));
     assert_eq!(keys::classify("DB_URI_FILE"), keys::KeyClass::QuayIgnored);
     assert_eq!(
-        keys::classify("PREFERRED_URL_SCHEME"),
+        keys::classify("FEATURE_MAILING"),
         keys::KeyClass::QuayIgnored
     );
 }

@@ -7,8 +7,8 @@ use quay_core::metadata::{now_ms, TimestampMs, UploadPart, UploadRecord, UploadS
 use quay_core::{Error, ErrorKind, LocationId, RepositoryName, Result};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::convert::{to_db, upload_record};
@@ -131,6 +131,15 @@ impl UploadStore for SqlMetadataStore {
         let txn = self.write_txn(op).await?;
         delete_upload_rows(&txn, id, op).await?;
         commit(txn, op).await
+    }
+
+    async fn count_uploads(&self, repository: &RepositoryName) -> Result<u64> {
+        let n = upload::Entity::find()
+            .filter(upload::Column::Repository.eq(repository.to_string()))
+            .count(&self.db)
+            .await
+            .map_err(|e| db_error("count_uploads", e).with_context("repository", repository))?;
+        Ok(n)
     }
 
     async fn stale_uploads(&self, before: TimestampMs, limit: u64) -> Result<Vec<UploadRecord>> {

@@ -127,6 +127,7 @@ macro_rules! __metadata_cases {
             concurrent_appends_at_one_size_let_one_win
             delete_upload_removes_session_and_parts
             delete_unknown_upload_is_ok
+            uploads_are_counted_per_repository
             stale_uploads_are_oldest_first_and_limited
             upload_survives_across_two_store_instances
             commit_blob_records_blob_placement_and_link

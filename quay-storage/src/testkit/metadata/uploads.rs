@@ -175,6 +175,22 @@ pub async fn delete_unknown_upload_is_ok<H: MetadataHarness>(h: &H) -> Result<()
     Ok(())
 }
 
+/// Open sessions are counted per repository; a deleted session no longer counts.
+pub async fn uploads_are_counted_per_repository<H: MetadataHarness>(h: &H) -> Result<()> {
+    let store = h.open().await?;
+    let (counted, other) = (repo("counted/app")?, repo("counted/other")?);
+    assert_eq!(store.count_uploads(&counted).await?, 0);
+    let (a, b, c) = (upload_id(), upload_id(), upload_id());
+    store.create_upload(&a, &counted, &loc("us")?).await?;
+    store.create_upload(&b, &counted, &loc("eu")?).await?;
+    store.create_upload(&c, &other, &loc("us")?).await?;
+    assert_eq!(store.count_uploads(&counted).await?, 2);
+    assert_eq!(store.count_uploads(&other).await?, 1);
+    store.delete_upload(&a).await?;
+    assert_eq!(store.count_uploads(&counted).await?, 1);
+    Ok(())
+}
+
 /// Sessions idle since before the cut-off come back oldest first, with their parts, at most
 /// `limit` of them.
 pub async fn stale_uploads_are_oldest_first_and_limited<H: MetadataHarness>(h: &H) -> Result<()> {
