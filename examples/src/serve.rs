@@ -111,7 +111,7 @@ pub async fn serve(
         let service = TowerToHyperService::new(app.clone());
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
-            .max_buf_size(max_header)
+            .max_header_size(max_header)
             .timer(TokioTimer::new())
             .header_read_timeout(HEAD_TIMEOUT);
         match &acceptor {

@@ -39,6 +39,8 @@ pub struct Server {
     child: Child,
     addr: SocketAddr,
     log_path: PathBuf,
+    /// Serves TLS: readiness is a TCP connection, not a plain `GET /v2/`.
+    tls: bool,
     // Kept alive until the server is dead (field order: dropped after `Drop::drop` ran).
     _root: tempfile::TempDir,
 }
@@ -63,9 +65,9 @@ impl Server {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(args)
-            .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
@@ -75,6 +77,7 @@ impl Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log_path,
+            tls: args.contains(&"--tls-cert"),
             _root: root,
         };
         server.wait_ready();
@@ -95,9 +98,15 @@ impl Server {
             if addr.is_none() {
                 addr = parse_listen_address(&self.log());
             }
-            if let Some(a) = addr {
+            if let (Some(a), true) = (addr, self.tls) {
+                if TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok() {
+                    self.addr = a;
+                    return;
+                }
+            } else if let Some(a) = addr {
                 match http_request(a, "GET", "/v2/", &[], None) {
-                    Ok(resp) if resp.status == 200 => {
+                    // 401: access control is on, and the server is up.
+                    Ok(resp) if resp.status == 200 || resp.status == 401 => {
                         self.addr = a;
                         return;
                     }

@@ -11,7 +11,10 @@ pub const GCS_REGION: &str = "auto";
 
 /// An S3 or S3-compatible bucket (`S3Storage`, `RadosGWStorage`, `RHOCSStorage`,
 /// `IBMCloudStorage`, `GoogleCloudStorage`), reached through OpenDAL's s3 service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows the secret key as `<redacted>` and only the last four characters of the
+/// access key id.
+#[derive(Clone, PartialEq, Eq)]
 pub struct S3Settings {
     /// Quay's driver name, for logs.
     pub driver: String,
@@ -19,7 +22,7 @@ pub struct S3Settings {
     pub bucket: String,
     /// The folder inside the bucket (`storage_path`); empty for the bucket's root.
     pub root: String,
-    /// The access key id (not a secret; it names the key).
+    /// The access key id (it names the key; kept out of logs all the same).
     pub access_key: String,
     /// The secret key.
     pub secret_key: Secret,
@@ -30,6 +33,25 @@ pub struct S3Settings {
     /// Address the bucket as `bucket.host` rather than `host/bucket` (AWS only, and only for
     /// bucket names without dots, which would not match AWS's certificate).
     pub virtual_host_style: bool,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tail: String = {
+            let chars: Vec<char> = self.access_key.chars().collect();
+            chars[chars.len().saturating_sub(4)..].iter().collect()
+        };
+        f.debug_struct("S3Settings")
+            .field("driver", &self.driver)
+            .field("bucket", &self.bucket)
+            .field("root", &self.root)
+            .field("access_key", &format_args!("…{tail}"))
+            .field("secret_key", &self.secret_key)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("virtual_host_style", &self.virtual_host_style)
+            .finish()
+    }
 }
 
 /// How an Azure storage account is authenticated.
