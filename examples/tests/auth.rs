@@ -5,6 +5,7 @@
 //!   push rights gets 403 `DENIED`, and nothing is written in either case;
 //! - two instances of one registry (one PostgreSQL, regions us and eu) accept each other's
 //!   tokens; an oversized request head gets 431;
+//! - an abandoned upload session expires (`--upload-expiry-secs`) with its partial data;
 //! - no secret of the configuration (token key, passwords, storage keys, database password),
 //!   nor an issued token, appears in either server's debug log.
 
@@ -436,4 +437,49 @@ fn tokens_work_across_instances_and_secrets_stay_out_of_logs() {
     drop(us);
     drop(eu);
     rt.block_on(db.drop_database()).unwrap();
+}
+
+#[test]
+fn abandoned_uploads_expire_with_their_data() {
+    let server = Server::start_with(&["--upload-expiry-secs", "1"], &[]);
+    let resp = http_request(
+        server.addr(),
+        "POST",
+        "/v2/idle/app/blobs/uploads/",
+        &[],
+        None,
+    )
+    .unwrap();
+    assert_eq!(resp.status, 202);
+    let location = resp.header("location").unwrap().to_owned();
+    let chunk = vec![7u8; 64 * 1024];
+    let resp = http_request(
+        server.addr(),
+        "PATCH",
+        &location,
+        &[("Content-Type", "application/octet-stream")],
+        Some(&chunk),
+    )
+    .unwrap();
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let storage = server.data_dir().join("storage");
+    let holds_chunk = || {
+        files_under(&storage)
+            .iter()
+            .any(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) == chunk.len() as u64)
+    };
+    assert!(holds_chunk(), "the chunk is not in storage");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while holds_chunk() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        !holds_chunk(),
+        "the abandoned chunk is still in storage:\n{}",
+        server.log()
+    );
+    let resp = http_request(server.addr(), "GET", &location, &[], None).unwrap();
+    assert_eq!(resp.status, 404);
+    assert!(resp.text().contains("BLOB_UPLOAD_UNKNOWN"));
+    assert!(server.log().contains("expired abandoned upload sessions"));
 }

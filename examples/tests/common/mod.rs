@@ -122,6 +122,11 @@ impl Server {
         );
     }
 
+    /// The server's `--data-dir`.
+    pub fn data_dir(&self) -> PathBuf {
+        self._root.path().join("data")
+    }
+
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
