@@ -62,6 +62,23 @@ pub trait StorageEngine: Send + Sync + fmt::Debug + 'static {
     /// Writes `data` to `path`, returning the number of bytes written.
     async fn write(&self, path: &str, data: ByteStream) -> Result<u64>;
 
+    /// Writes `data`, which the caller knows to be `size` bytes long, to `path`. A backend may
+    /// use the size to send the object in one request (S3: one streamed `PUT` rather than a
+    /// multipart upload). A stream of another length fails the write and leaves no object at
+    /// `path`. The default writes as [`StorageEngine::write`] does, then checks the length and
+    /// removes a wrong object.
+    async fn write_sized(&self, path: &str, data: ByteStream, size: u64) -> Result<u64> {
+        let written = self.write(path, data).await?;
+        if written != size {
+            let _ = self.delete(path).await;
+            return Err(Error::new(
+                ErrorKind::SizeInvalid,
+                format!("wrote {written} bytes where {size} were announced"),
+            ));
+        }
+        Ok(written)
+    }
+
     /// Deletes the object at `path`; a missing object is not an error.
     async fn delete(&self, path: &str) -> Result<()>;
 

@@ -347,7 +347,8 @@ impl ReplicationWorker {
         let stream = source.read(&path, range).await.map_err(CopyError::Source)?;
         let (stream, seen) = hashing(stream, digest);
         let source_failed = seen.source_failed.clone();
-        let written = target.write(&path, stream).await.map_err(|e| {
+        // The known size lets an object store take the whole blob in one request.
+        let written = target.write_sized(&path, stream, size).await.map_err(|e| {
             // An error that came out of the source stream is the source's.
             if source_failed.load(std::sync::atomic::Ordering::SeqCst) {
                 CopyError::Source(e)

@@ -234,7 +234,10 @@ impl Registry {
             } else {
                 let assembled = format!("uploads/{}/assembled", rec.id);
                 source = Some(assembled.clone());
-                storage.write(&assembled, stream).await.map(|_| ())
+                storage
+                    .write_sized(&assembled, stream, rec.size)
+                    .await
+                    .map(|_| ())
             };
             match outcome {
                 Err(e) => Err(e),

@@ -93,6 +93,10 @@ impl StorageEngine for FaultyStorage {
         self.gate().await?;
         self.inner.write(path, data).await
     }
+    async fn write_sized(&self, path: &str, data: ByteStream, size: u64) -> Result<u64> {
+        self.gate().await?;
+        self.inner.write_sized(path, data, size).await
+    }
     async fn delete(&self, path: &str) -> Result<()> {
         self.gate().await?;
         self.inner.delete(path).await

@@ -67,6 +67,10 @@ impl StorageEngine for MeteredStorage {
         timed!(self, "write", self.inner.write(path, data))
     }
 
+    async fn write_sized(&self, path: &str, data: ByteStream, size: u64) -> Result<u64> {
+        timed!(self, "write", self.inner.write_sized(path, data, size))
+    }
+
     async fn delete(&self, path: &str) -> Result<()> {
         timed!(self, "delete", self.inner.delete(path))
     }

@@ -29,6 +29,43 @@ pub struct TimeoutStorage {
 }
 
 impl TimeoutStorage {
+    /// Runs a write of `data`, failing it when no byte has moved for the I/O timeout (a
+    /// stalled source or target), however long the whole transfer takes.
+    async fn watched_write<'a, F, Fut>(&'a self, data: ByteStream, write: F) -> Result<u64>
+    where
+        F: FnOnce(ByteStream) -> Fut,
+        Fut: std::future::Future<Output = Result<u64>> + 'a,
+    {
+        let progress = Arc::new(AtomicU64::new(0));
+        let p = progress.clone();
+        let counted: ByteStream = Box::pin(data.map(move |chunk| {
+            if let Ok(c) = &chunk {
+                p.fetch_add(c.len() as u64 + 1, Ordering::Relaxed);
+            }
+            chunk
+        }));
+        let write = write(counted);
+        tokio::pin!(write);
+        let io = self.io_timeout;
+        let tick = (io / 4).max(Duration::from_millis(10));
+        let mut last_seen = 0u64;
+        let mut last_change = Instant::now();
+        loop {
+            tokio::select! {
+                r = &mut write => return r,
+                _ = tokio::time::sleep(tick) => {
+                    let now = progress.load(Ordering::Relaxed);
+                    if now != last_seen {
+                        last_seen = now;
+                        last_change = Instant::now();
+                    } else if last_change.elapsed() >= io {
+                        return Err(self.timeout_error("write", io));
+                    }
+                }
+            }
+        }
+    }
+
     /// Wraps `inner` (named `name` in errors).
     pub fn new(
         inner: Arc<dyn StorageEngine>,
@@ -89,34 +126,13 @@ impl StorageEngine for TimeoutStorage {
     }
 
     async fn write(&self, path: &str, data: ByteStream) -> Result<u64> {
-        let progress = Arc::new(AtomicU64::new(0));
-        let p = progress.clone();
-        let counted: ByteStream = Box::pin(data.map(move |chunk| {
-            if let Ok(c) = &chunk {
-                p.fetch_add(c.len() as u64 + 1, Ordering::Relaxed);
-            }
-            chunk
-        }));
-        let write = self.inner.write(path, counted);
-        tokio::pin!(write);
-        let io = self.io_timeout;
-        let tick = (io / 4).max(Duration::from_millis(10));
-        let mut last_seen = 0u64;
-        let mut last_change = Instant::now();
-        loop {
-            tokio::select! {
-                r = &mut write => return r,
-                _ = tokio::time::sleep(tick) => {
-                    let now = progress.load(Ordering::Relaxed);
-                    if now != last_seen {
-                        last_seen = now;
-                        last_change = Instant::now();
-                    } else if last_change.elapsed() >= io {
-                        return Err(self.timeout_error("write", io));
-                    }
-                }
-            }
-        }
+        self.watched_write(data, |counted| self.inner.write(path, counted))
+            .await
+    }
+
+    async fn write_sized(&self, path: &str, data: ByteStream, size: u64) -> Result<u64> {
+        self.watched_write(data, |counted| self.inner.write_sized(path, counted, size))
+            .await
     }
 
     async fn delete(&self, path: &str) -> Result<()> {

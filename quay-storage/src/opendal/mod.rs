@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use opendal::Operator;
 use quay_core::{
@@ -26,6 +27,16 @@ use quay_core::{
 pub const WRITE_CHUNK: usize = 8 * 1024 * 1024;
 /// Parts of one write in flight at once.
 pub const WRITE_CONCURRENCY: usize = 2;
+/// Objects of known size from this size up go to S3 as one streamed `PUT` (of a presigned
+/// request) instead of a multipart upload: one request instead of several, and nothing for the
+/// server to assemble. Smaller objects are sent in one `PUT` by the writer anyway.
+pub const SINGLE_PUT_MIN: u64 = WRITE_CHUNK as u64;
+/// S3 refuses single `PUT`s above 5 GiB: larger objects go multipart.
+pub const SINGLE_PUT_MAX: u64 = 5 * 1024 * 1024 * 1024;
+/// How long the presigned `PUT` of a streamed write is valid (checked when the request starts).
+const SINGLE_PUT_EXPIRY: Duration = Duration::from_secs(3600);
+/// Bytes of an error answer to a streamed `PUT` read for its S3 error code.
+const ERROR_BODY_LIMIT: usize = 4096;
 /// Bytes fetched per read request.
 pub const READ_CHUNK: usize = 4 * 1024 * 1024;
 
@@ -36,6 +47,8 @@ pub struct OpendalStorage {
     name: String,
     chunked_writes: bool,
     presign: bool,
+    /// The client of streamed single `PUT`s (S3 only).
+    single_put: Option<reqwest::Client>,
 }
 
 impl fmt::Debug for OpendalStorage {
@@ -53,9 +66,13 @@ impl OpendalStorage {
     pub fn new(op: Operator, name: impl Into<String>) -> Self {
         let caps = op.info().capability();
         let scheme = op.info().scheme().to_string();
+        let single_put = (scheme == "s3" && caps.presign_write)
+            .then(|| reqwest::Client::builder().build().ok())
+            .flatten();
         OpendalStorage {
             chunked_writes: caps.write_can_multi && scheme != "fs",
             presign: caps.presign_read,
+            single_put,
             op,
             name: name.into(),
         }
@@ -184,6 +201,22 @@ impl StorageEngine for OpendalStorage {
         Ok(written)
     }
 
+    async fn write_sized(&self, path: &str, data: ByteStream, size: u64) -> Result<u64> {
+        match &self.single_put {
+            Some(client) if (SINGLE_PUT_MIN..=SINGLE_PUT_MAX).contains(&size) => {
+                self.put_streamed(client, path, data, size).await
+            }
+            _ => {
+                let written = self.write(path, data).await?;
+                if written != size {
+                    let _ = self.delete(path).await;
+                    return Err(length_error(written, size, path));
+                }
+                Ok(written)
+            }
+        }
+    }
+
     async fn delete(&self, path: &str) -> Result<()> {
         match self.op.delete(path).await {
             Ok(()) => Ok(()),
@@ -248,5 +281,153 @@ impl StorageEngine for OpendalStorage {
             .await
             .map_err(|e| self.err(e, "presign", path))?;
         Ok(req.uri().to_string())
+    }
+}
+
+fn length_error(got: u64, size: u64, path: &str) -> Error {
+    Error::new(
+        ErrorKind::SizeInvalid,
+        format!("the data is {got} bytes long, {size} were announced"),
+    )
+    .with_context("path", path)
+}
+
+/// Where [`exact_length`] is.
+enum Exact {
+    /// Passing chunks on; fewer than `size` bytes seen.
+    Streaming,
+    /// The chunk that completes `size`, held back until the input is known to end there.
+    Holding(Bytes),
+    /// Ended (or failed).
+    Done,
+}
+
+/// `data`, failing when it holds more or fewer than `size` bytes. The chunk that completes
+/// `size` is passed on only once the input has ended, so that a `PUT` with
+/// `Content-Length: size` (which stops reading at `size`) never stores a prefix of longer data.
+fn exact_length(data: ByteStream, size: u64, path: &str) -> ByteStream {
+    use std::task::Poll;
+    let path = path.to_owned();
+    let mut data = data;
+    let mut seen = 0u64;
+    let mut state = Exact::Streaming;
+    Box::pin(futures::stream::poll_fn(move |cx| loop {
+        match std::mem::replace(&mut state, Exact::Done) {
+            Exact::Done => return Poll::Ready(None),
+            Exact::Streaming => match data.poll_next_unpin(cx) {
+                Poll::Pending => {
+                    state = Exact::Streaming;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Ok(bytes))) => {
+                    seen += bytes.len() as u64;
+                    if seen > size {
+                        return Poll::Ready(Some(Err(length_error(seen, size, &path))));
+                    }
+                    if seen == size {
+                        state = Exact::Holding(bytes);
+                        continue;
+                    }
+                    state = Exact::Streaming;
+                    return Poll::Ready(Some(Ok(bytes)));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) if seen == size => return Poll::Ready(None),
+                Poll::Ready(None) => {
+                    return Poll::Ready(Some(Err(length_error(seen, size, &path))))
+                }
+            },
+            Exact::Holding(last) => match data.poll_next_unpin(cx) {
+                Poll::Pending => {
+                    state = Exact::Holding(last);
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => return Poll::Ready(Some(Ok(last))),
+                Poll::Ready(Some(Ok(more))) if more.is_empty() => {
+                    state = Exact::Holding(last);
+                }
+                Poll::Ready(Some(Ok(more))) => {
+                    let got = seen + more.len() as u64;
+                    return Poll::Ready(Some(Err(length_error(got, size, &path))));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            },
+        }
+    }))
+}
+
+impl OpendalStorage {
+    /// One streamed `PUT` of a presigned request: S3 stores the object when the last byte
+    /// arrives and the length matches, so nothing partial is ever visible.
+    async fn put_streamed(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        data: ByteStream,
+        size: u64,
+    ) -> Result<u64> {
+        let signed = self
+            .op
+            .presign_write(path, SINGLE_PUT_EXPIRY)
+            .await
+            .map_err(|e| self.err(e, "write", path))?;
+        let mut request = client.request(signed.method().clone(), signed.uri().to_string());
+        for (name, value) in signed.header() {
+            request = request.header(name, value);
+        }
+        let body = reqwest::Body::wrap_stream(exact_length(data, size, path));
+        let sent = request
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                // The source's own error, when the body stream failed, is in the chain.
+                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+                while let Some(err) = source {
+                    if let Some(ours) = err.downcast_ref::<Error>() {
+                        return Err(Error::new(ours.kind(), ours.message().to_owned())
+                            .set_temporary(ours.is_temporary()));
+                    }
+                    source = err.source();
+                }
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "{}: the PUT of {path} failed: {}",
+                        self.name,
+                        e.without_url()
+                    ),
+                ));
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(size);
+        }
+        let mut text = String::new();
+        let mut body = response.bytes_stream();
+        while let Some(Ok(chunk)) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.len() >= ERROR_BODY_LIMIT {
+                break;
+            }
+        }
+        let code = text
+            .split_once("<Code>")
+            .and_then(|(_, rest)| rest.split_once("</Code>"))
+            .map(|(code, _)| code.to_owned())
+            .unwrap_or_default();
+        let kind = if status.is_server_error() || status.as_u16() == 429 {
+            ErrorKind::Unavailable
+        } else {
+            ErrorKind::Internal
+        };
+        Err(Error::new(
+            kind,
+            format!("{}: the PUT of {path} answered {status} {code}", self.name),
+        ))
     }
 }

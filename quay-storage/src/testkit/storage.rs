@@ -277,6 +277,9 @@ macro_rules! __storage_cases {
             large_object_streams_through
             failed_input_stream_leaves_no_object
             failed_overwrite_keeps_previous_content
+            sized_write_of_a_large_object_round_trips
+            sized_write_of_the_wrong_length_leaves_no_object
+            sized_write_whose_input_fails_leaves_no_object
             concurrent_writes_of_different_objects_succeed
             copy_duplicates_content
             copy_of_missing_object_is_not_found
@@ -681,6 +684,93 @@ pub async fn failed_overwrite_keeps_previous_content(cx: &Case<'_>) -> Result<()
         "content after a failed overwrite"
     );
     cx.remove(&[&path]).await
+}
+
+/// `MIB` chunks of a large object, as a stream.
+fn large_stream(block: &Bytes, chunks: u64) -> ByteStream {
+    let block = block.clone();
+    Box::pin(stream::iter(
+        (0..chunks).map(move |i| Ok(large_chunk(&block, i))),
+    ))
+}
+
+/// Chunks of the sized writes: above [`SINGLE_PUT_MIN`](crate::opendal::SINGLE_PUT_MIN), so S3
+/// takes its one-request path.
+const SIZED_CHUNKS: u64 = (crate::opendal::SINGLE_PUT_MIN / MIB as u64) + 4;
+
+/// A write of announced size stores exactly the bytes given.
+pub async fn sized_write_of_a_large_object_round_trips(cx: &Case<'_>) -> Result<()> {
+    let path = cx.path("sized");
+    let block = Bytes::from(content(21, MIB));
+    let mut expected = DigestHasher::new(Algorithm::Sha256);
+    for i in 0..SIZED_CHUNKS {
+        expected.update(&large_chunk(&block, i));
+    }
+    let size = SIZED_CHUNKS * MIB as u64;
+    let written = cx
+        .engine
+        .write_sized(&path, large_stream(&block, SIZED_CHUNKS), size)
+        .await?;
+    assert_eq!(written, size, "bytes reported");
+    assert_eq!(cx.engine.stat(&path).await?.size, size, "stat size");
+    let (digest, read) = digest_of(cx, &path, None).await?;
+    assert_eq!(
+        (digest, read),
+        (expected.finish(), size),
+        "content read back"
+    );
+    cx.remove(&[&path]).await
+}
+
+/// A sized write whose data is shorter or longer than announced fails and leaves no object.
+pub async fn sized_write_of_the_wrong_length_leaves_no_object(cx: &Case<'_>) -> Result<()> {
+    let block = Bytes::from(content(22, MIB));
+    let size = SIZED_CHUNKS * MIB as u64;
+    for (name, chunks) in [("short", SIZED_CHUNKS - 1), ("long", SIZED_CHUNKS + 1)] {
+        let path = cx.path(name);
+        let result = cx
+            .engine
+            .write_sized(&path, large_stream(&block, chunks), size)
+            .await;
+        assert!(
+            result.is_err(),
+            "a {name} sized write succeeded: {result:?}"
+        );
+        assert_kind(
+            cx.engine.stat(&path).await,
+            ErrorKind::NotFound,
+            &format!("stat after a {name} sized write"),
+        );
+    }
+    assert_eq!(
+        cx.list_sorted("").await?,
+        Vec::<String>::new(),
+        "listed after sized writes of the wrong length"
+    );
+    Ok(())
+}
+
+/// A sized write whose input fails returns the input's error and leaves no object.
+pub async fn sized_write_whose_input_fails_leaves_no_object(cx: &Case<'_>) -> Result<()> {
+    let path = cx.path("sized-failed");
+    let size = SIZED_CHUNKS * MIB as u64;
+    let result = cx
+        .engine
+        .write_sized(&path, failing_stream(SIZED_CHUNKS - 2), size)
+        .await;
+    match result {
+        Err(e) => assert!(
+            e.kind() == ErrorKind::BlobUploadInvalid && e.message() == "injected input failure",
+            "a sized write returned another error than its input's: {e:?}"
+        ),
+        Ok(n) => panic!("a sized write whose input failed succeeded with {n} bytes"),
+    }
+    assert_kind(
+        cx.engine.stat(&path).await,
+        ErrorKind::NotFound,
+        "stat after a failed sized write",
+    );
+    Ok(())
 }
 
 /// Writes of different objects at once all succeed, and each object holds its own content.
