@@ -120,8 +120,9 @@ pub fn relative_to(base: Option<&Path>, path: &Path) -> PathBuf {
 }
 
 /// Access control from the configuration: `None` when no user is configured. `config_dir`
-/// resolves a relative `QUAY_AUTH_HTPASSWD`; `tls` says whether clients reach this server over
-/// TLS (the scheme of the token realm).
+/// resolves a relative `QUAY_AUTH_HTPASSWD`; `tls` says whether this server serves TLS. The token
+/// realm's scheme is `https` when it does, or when `PREFERRED_URL_SCHEME` is `https` (TLS ended
+/// by a load balancer in front).
 pub fn auth_config(
     config: &QuayConfig,
     config_dir: Option<&Path>,
@@ -182,7 +183,7 @@ pub fn auth_config(
         service: settings.service.clone(),
         issuer: "quay-rs".to_owned(),
         realm: settings.realm.clone(),
-        tls,
+        tls: tls || config.preferred_url_scheme.as_deref() == Some("https"),
         token_ttl: std::time::Duration::from_secs(settings.token_expiry_secs),
     })))
 }
