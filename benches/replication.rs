@@ -10,8 +10,9 @@
 //!   between the same two servers. No hashing, no database.
 //! - **quay**: the production `ReplicationWorker::run` loop (concurrency 8, otherwise the
 //!   default `WorkerConfig`), timed until the queue is empty. Every job re-reads the blob's
-//!   record, streams source to target hashing the bytes, checks size and digest, stats the
-//!   stored copy, records the placement and completes the job.
+//!   record, streams source to target hashing the bytes, writes with the known size (which
+//!   fails unless exactly that many bytes were stored), checks size and digest, records the
+//!   placement and completes the job.
 //! - **rclone** (S3→S3, when installed): `rclone copy --transfers 8` of the same objects between
 //!   the same two servers, what an operator would otherwise use.
 //!
@@ -41,10 +42,9 @@
 //! location fsyncs every object before renaming it into place (OpenDAL's fs writer) and each
 //! job does three SQLite writes (claim, placement, completion): on small blobs quay measures
 //! those. `s3s-fs` 0.14.1 (see the field notes) serves GETs in 4 KiB reads and copies every
-//! part again when a multipart upload completes; quay's S3 writes go multipart above 8 MiB
-//! (`quay_storage::opendal::WRITE_CHUNK`) while the baseline and rclone send one PUT per
-//! 64 MiB object, so on large blobs the S3 figures measure that server fault too. The servers
-//! run in this process and share its 2 CPUs with the contenders.
+//! part again when a multipart upload completes; quay sends a blob of known size (up to 5 GiB)
+//! in one streamed PUT, as the baseline and rclone do. The servers run in this process and
+//! share its 2 CPUs with the contenders.
 
 // A benchmark: a failure should stop it loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
