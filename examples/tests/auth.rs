@@ -129,25 +129,45 @@ fn skopeo_over_tls_with_token_auth() {
     let src = format!("oci:{}:v1", work.join("layout").display());
     let host = server.host();
     let cert_dir = certs.to_str().unwrap();
-    let creds = |user: &str, pw: &str| format!("{user}:{pw}");
-
-    let alice = creds("alice", ALICE_PASSWORD);
-    let out = skopeo(
-        &work,
-        &[
+    // `skopeo copy` of the layout to `repo`, trusting the certificate, as `user`.
+    let push = |user: &str, password: &str, repo: &str| {
+        let creds = format!("{user}:{password}");
+        let dest = format!("docker://{host}/{repo}:v1");
+        let args = [
             "copy",
             "--dest-cert-dir",
             cert_dir,
             "--dest-creds",
-            &alice,
+            &creds,
             &src,
-            &format!("docker://{host}/alice/app:v1"),
-        ],
+            &dest,
+        ];
+        skopeo(&work, &args)
+    };
+    let list_tags = |user: &str, password: &str, repo: &str| {
+        let creds = format!("{user}:{password}");
+        let image = format!("docker://{host}/{repo}");
+        skopeo(
+            &work,
+            &[
+                "list-tags",
+                "--cert-dir",
+                cert_dir,
+                "--creds",
+                &creds,
+                &image,
+            ],
+        )
+    };
+
+    assert_ok(
+        "push as alice over TLS",
+        &push("alice", ALICE_PASSWORD, "alice/app"),
     );
-    assert_ok("push as alice over TLS", &out);
     let stored = files_under(&storage);
     assert!(!stored.is_empty());
 
+    let alice = format!("alice:{ALICE_PASSWORD}");
     let pulled = work.join("pulled");
     let out = skopeo(
         &work,
@@ -169,84 +189,35 @@ fn skopeo_over_tls_with_token_auth() {
     assert_eq!(image.all_digests().len(), layout_blob_hashes(&pulled).len());
 
     // Without trusting the certificate, skopeo refuses the server.
-    let out = skopeo(
-        &work,
-        &[
-            "inspect",
-            "--creds",
-            &alice,
-            &format!("docker://{host}/alice/app:v1"),
-        ],
-    );
+    let image_ref = format!("docker://{host}/alice/app:v1");
+    let out = skopeo(&work, &["inspect", "--creds", &alice, &image_ref]);
     assert_fails_with("inspect without the CA", &out, &["certificate", "x509"]);
 
     // A wrong password: 401, nothing written.
-    let out = skopeo(
-        &work,
-        &[
-            "copy",
-            "--dest-cert-dir",
-            cert_dir,
-            "--dest-creds",
-            &creds("alice", WRONG_PASSWORD),
-            &src,
-            &format!("docker://{host}/alice/other:v1"),
-        ],
-    );
     assert_fails_with(
         "push with a wrong password",
-        &out,
+        &push("alice", WRONG_PASSWORD, "alice/other"),
         &["401", "unauthorized", "invalid username/password"],
     );
     // bob may only pull team/*: 403 DENIED, nothing written.
-    let out = skopeo(
-        &work,
-        &[
-            "copy",
-            "--dest-cert-dir",
-            cert_dir,
-            "--dest-creds",
-            &creds("bob", BOB_PASSWORD),
-            &src,
-            &format!("docker://{host}/team/app:v1"),
-        ],
+    assert_fails_with(
+        "push as bob to team/app",
+        &push("bob", BOB_PASSWORD, "team/app"),
+        &["denied", "403"],
     );
-    assert_fails_with("push as bob to team/app", &out, &["denied", "403"]);
     assert_eq!(
         files_under(&storage),
         stored,
         "a refused push wrote to storage"
     );
-    let out = skopeo(
-        &work,
-        &[
-            "list-tags",
-            "--cert-dir",
-            cert_dir,
-            "--creds",
-            &creds("admin", ALICE_PASSWORD),
-            &format!("docker://{host}/team/app"),
-        ],
-    );
     assert_fails_with(
         "tags of team/app",
-        &out,
+        &list_tags("admin", ALICE_PASSWORD, "team/app"),
         &["name_unknown", "unknown", "404"],
-    );
-    let out = skopeo(
-        &work,
-        &[
-            "list-tags",
-            "--cert-dir",
-            cert_dir,
-            "--creds",
-            &creds("bob", BOB_PASSWORD),
-            &format!("docker://{host}/alice/app"),
-        ],
     );
     assert_fails_with(
         "bob listing alice's tags",
-        &out,
+        &list_tags("bob", BOB_PASSWORD, "alice/app"),
         &["denied", "403", "unauthorized"],
     );
 }
