@@ -13,11 +13,16 @@
 #![deny(missing_docs)]
 
 pub mod config;
+#[cfg(feature = "backends")]
 pub mod layers;
+#[cfg(feature = "backends")]
 pub mod opendal;
+#[cfg(feature = "backends")]
 pub mod sql;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+#[cfg(feature = "backends")]
 pub use crate::opendal::OpendalStorage;
+#[cfg(feature = "backends")]
 pub use crate::sql::{SqlJobQueue, SqlMetadataStore};

@@ -15,13 +15,16 @@
 
 use std::fmt;
 use std::path::PathBuf;
+#[cfg(feature = "backends")]
 use std::sync::Arc;
 
+#[cfg(feature = "backends")]
 use quay_core::{LocationId, Result, StorageEngine};
 use serde_yaml::Value;
 
 use super::params::{opt, req, req_because, Kind, Param, Problems, Values};
 use super::settings::{AzureSettings, S3Settings, SwiftSettings};
+#[cfg(feature = "backends")]
 use crate::opendal::OpendalStorage;
 
 /// One location's driver and its validated parameters. `Debug` never shows a secret.
@@ -259,6 +262,7 @@ impl DriverConfig {
 
 /// Builds the storage engine of one location. Nothing is contacted: a wrong endpoint or
 /// credential shows in the location's health probe, not here.
+#[cfg(feature = "backends")]
 pub fn build_location(id: &LocationId, config: &DriverConfig) -> Result<Arc<dyn StorageEngine>> {
     let name = id.as_str();
     let storage = match config {

@@ -17,7 +17,9 @@ use std::fmt;
 use quay_core::{Error, ErrorKind, LocationId, Result};
 use serde::Deserialize;
 
-pub use drivers::{build_location, driver_names, DriverConfig};
+#[cfg(feature = "backends")]
+pub use drivers::build_location;
+pub use drivers::{driver_names, DriverConfig};
 pub use params::Secret;
 pub use settings::{
     AzureCredential, AzureSettings, S3Settings, SwiftSettings, DEFAULT_S3_REGION, GCS_ENDPOINT,
