@@ -340,9 +340,8 @@ impl ReplicationWorker {
         size: u64,
     ) -> std::result::Result<(), CopyError> {
         let path = digest.object_path();
-        // The recorded size is the range to read: without it a chunked object-store read first
-        // asks the size with a HEAD, one request more per job. What is read is still hashed and
-        // its length checked below, so a source whose object is shorter or different fails.
+        // The recorded size bounds the read. What is read is still hashed and its length
+        // checked below, so a source whose object is shorter or different fails.
         let range = (size > 0).then_some(0..size);
         let stream = source.read(&path, range).await.map_err(CopyError::Source)?;
         let (stream, seen) = hashing(stream, digest);

@@ -165,6 +165,52 @@ fn secrets_never_show_in_debug_output() {
 }
 
 #[test]
+fn auth_and_connection_secrets_never_show_in_debug_output() {
+    let hash = "$2y$05$abcdefghijklmnopqrstuuJ3vQ7y0X1cS8hNq2mL5pZkFjWb6eRtO";
+    let yaml = format!(
+        "DISTRIBUTED_STORAGE_CONFIG:\n  l: [LocalStorage, {{storage_path: /x}}]\n\
+         DB_URI: postgresql://quay:db-password-77@db/quay\n\
+         BUILDLOGS_REDIS: {{host: r, password: redis-password-77}}\n\
+         QUAY_AUTH_USERS: {{alice: '{hash}'}}\n\
+         QUAY_AUTH_TOKEN_KEY: token-key-0123456789abcdef\n\
+         SECRET_KEY: quay-secret-key-0123456789\n"
+    );
+    let c = QuayConfig::from_yaml(&yaml, None).unwrap();
+    assert!(c.auth.enabled());
+    let shown = format!("{c:?}");
+    for secret in [
+        "db-password-77",
+        "redis-password-77",
+        hash,
+        "token-key-0123456789abcdef",
+        "quay-secret-key",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown in {shown}");
+    }
+    assert!(shown.contains("alice"));
+}
+
+#[test]
+fn users_need_a_token_key_of_some_length() {
+    let base = "DISTRIBUTED_STORAGE_CONFIG:\n  l: [LocalStorage, {storage_path: /x}]\n\
+                QUAY_AUTH_USERS: {alice: '$2y$05$abcdefghijklmnopqrstuuJ3vQ7y0X1cS8hNq2mL5pZkFjWb6eRtO'}\n";
+    let e = QuayConfig::from_yaml(base, None).unwrap_err().to_string();
+    assert!(e.contains("QUAY_AUTH_TOKEN_KEY"), "{e}");
+    let short = format!("{base}QUAY_AUTH_TOKEN_KEY: short\n");
+    let e = QuayConfig::from_yaml(&short, None).unwrap_err().to_string();
+    assert!(e.contains("shorter than 16"), "{e}");
+    let quay_key = format!("{base}SECRET_KEY: a-quay-secret-key-of-length\n");
+    assert!(QuayConfig::from_yaml(&quay_key, None).is_ok());
+    let plain = "DISTRIBUTED_STORAGE_CONFIG:\n  l: [LocalStorage, {storage_path: /x}]\n\
+                 QUAY_AUTH_USERS: {alice: hunter2}\nQUAY_AUTH_TOKEN_KEY: 0123456789abcdef0\n";
+    let e = QuayConfig::from_yaml(plain, None).unwrap_err().to_string();
+    assert!(
+        e.contains("QUAY_AUTH_USERS.alice") && !e.contains("hunter2"),
+        "{e}"
+    );
+}
+
+#[test]
 fn s3_storage_defaults_to_aws_virtual_hosted_in_us_east_1() {
     let s = s3("[S3Storage, {s3_bucket: b-1, s3_access_key: a, s3_secret_key: s}]");
     assert_eq!(s.endpoint, None);

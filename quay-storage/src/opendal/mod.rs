@@ -37,8 +37,6 @@ pub const SINGLE_PUT_MAX: u64 = 5 * 1024 * 1024 * 1024;
 const SINGLE_PUT_EXPIRY: Duration = Duration::from_secs(3600);
 /// Bytes of an error answer to a streamed `PUT` read for its S3 error code.
 const ERROR_BODY_LIMIT: usize = 4096;
-/// Bytes fetched per read request.
-pub const READ_CHUNK: usize = 4 * 1024 * 1024;
 
 /// A storage location backed by an OpenDAL [`Operator`].
 #[derive(Clone)]
@@ -151,11 +149,13 @@ impl StorageEngine for OpendalStorage {
     }
 
     async fn read(&self, path: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+        // No `chunk`: one request whose body is passed on as it arrives. A chunked reader
+        // fetches each chunk whole before the first byte of it moves on, which holds memory
+        // and, on S3, makes a copy alternate between reading and writing.
         let ranged = range.is_some();
         let reader = self
             .op
             .reader_with(path)
-            .chunk(READ_CHUNK)
             .await
             .map_err(|e| error::map_read(e, &self.name, path, ranged))?;
         let stream = match range {
