@@ -344,7 +344,7 @@ impl ReplicationWorker {
         // checked below, so a source whose object is shorter or different fails.
         let range = (size > 0).then_some(0..size);
         let stream = source.read(&path, range).await.map_err(CopyError::Source)?;
-        let (stream, seen) = hashing(stream, digest);
+        let (stream, seen) = hashing(stream, digest, size);
         let source_failed = seen.source_failed.clone();
         // The known size lets an object store take the whole blob in one request.
         let written = target.write_sized(&path, stream, size).await.map_err(|e| {
@@ -419,7 +419,10 @@ impl Seen {
     }
 }
 
-fn hashing(stream: ByteStream, digest: &Digest) -> (ByteStream, Seen) {
+/// `stream`, hashed as it passes. At its end, a length other than `size` or another digest is
+/// an error of the source's (so a sized write fails and stores nothing, and the worker tries
+/// another holder).
+fn hashing(stream: ByteStream, digest: &Digest, size: u64) -> (ByteStream, Seen) {
     let state = Arc::new(std::sync::Mutex::new((
         0u64,
         Some(DigestHasher::new(digest.algorithm())),
@@ -439,8 +442,27 @@ fn hashing(stream: ByteStream, digest: &Digest) -> (ByteStream, Seen) {
         }
         Ok(chunk)
     });
+    let (check, check_failed, expected) = (state.clone(), failed.clone(), digest.clone());
+    let tail = futures::stream::once(async move {
+        let (bytes, got) = {
+            let g = match check.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            (g.0, g.1.clone().map(DigestHasher::finish))
+        };
+        if bytes == size && got.as_ref() == Some(&expected) {
+            return None;
+        }
+        check_failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        Some(Err(Error::new(
+            ErrorKind::DigestInvalid,
+            format!("the source's copy of {expected} does not verify ({bytes} bytes read, {size} expected)"),
+        )))
+    })
+    .filter_map(futures::future::ready);
     (
-        Box::pin(out),
+        Box::pin(out.chain(tail)),
         Seen {
             state,
             source_failed: failed,

@@ -250,6 +250,43 @@ async fn dead_source_falls_back_and_bad_jobs_dead_letter(postgres: bool) {
     s.finish().await;
 }
 
+async fn corrupt_source_never_lands_in_the_target(postgres: bool) {
+    let s = Setup::new(postgres, true).await;
+    let data = vec![7u8; 200 * 1024];
+    let same_length = push(&s.us, "x", data.clone()).await;
+    let mut other = data.clone();
+    other[1000] ^= 1;
+    s.storages[&id("us")]
+        .write(&same_length.object_path(), body(other))
+        .await
+        .unwrap();
+    let shorter = push(&s.us, "x", vec![9u8; 100 * 1024]).await;
+    s.storages[&id("us")]
+        .write(&shorter.object_path(), body(vec![9u8; 99 * 1024]))
+        .await
+        .unwrap();
+    let w = s.worker(&s.eu);
+    for _ in 0..50 {
+        w.drain(5).await.unwrap();
+        if s.queue.stats().await.unwrap().dead == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let dead = s.queue.dead_jobs(10).await.unwrap();
+    assert_eq!(dead.len(), 2, "both copies should have failed for good");
+    for d in [&same_length, &shorter] {
+        let stat = s.storages[&id("eu")].stat(&d.object_path()).await;
+        assert!(
+            stat.is_err(),
+            "a corrupt copy of {d} landed in eu: {stat:?}"
+        );
+        let blob = s.store.get_blob(d).await.unwrap().unwrap();
+        assert_eq!(blob.locations, vec![id("us")], "{d} is recorded in eu");
+    }
+    s.finish().await;
+}
+
 macro_rules! both {
     ($($case:ident),*) => {
         mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(false).await } )* }
@@ -258,6 +295,7 @@ macro_rules! both {
 }
 
 both!(
+    corrupt_source_never_lands_in_the_target,
     commit_enqueues_and_worker_copies,
     reconciler_heals_blobs_pushed_before_replication,
     deletes_propagate_to_every_location,
