@@ -18,7 +18,6 @@ use std::process::{Command, Output};
 
 use base64::Engine as _;
 use common::{build_oci_layout, http_request, layout_blob_hashes, skopeo, walk_files, Server};
-use quay_storage::testkit::postgres::{fresh_database, TestDatabase};
 
 const TOKEN_KEY: &str = "token-key-7f3a9c1e5b2d4f6a8c0e";
 const ALICE_PASSWORD: &str = "alice-password-4e8b1d";
@@ -222,10 +221,6 @@ fn skopeo_over_tls_with_token_auth() {
     );
 }
 
-struct Region {
-    server: Server,
-}
-
 fn basic(user: &str, password: &str) -> String {
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     format!("Basic {encoded}")
@@ -233,13 +228,7 @@ fn basic(user: &str, password: &str) -> String {
 
 #[test]
 fn tokens_work_across_instances_and_secrets_stay_out_of_logs() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let db: TestDatabase = rt
-        .block_on(fresh_database())
-        .unwrap_or_else(|e| panic!("PostgreSQL is needed for this test: {e}"));
+    let (rt, db) = common::fresh_postgres();
     // Trust authentication ignores the password: it is there to be kept out of the logs.
     let db_url = db.url.replacen(
         "postgres://postgres@",
@@ -268,21 +257,21 @@ fn tokens_work_across_instances_and_secrets_stay_out_of_logs() {
     )
     .unwrap();
     let cfg = config.to_str().unwrap();
-    let start = |preference: &str| Region {
-        server: Server::start_with(
+    let start = |preference: &str| {
+        Server::start_with(
             &["--config", cfg, "--health-interval-secs", "1"],
             &[
                 ("QUAY_DISTRIBUTED_STORAGE_PREFERENCE", preference),
                 ("RUST_LOG", "debug"),
             ],
-        ),
+        )
     };
     let us = start("us eu archive");
     let eu = start("eu us archive");
 
     // A token from us...
     let resp = http_request(
-        us.server.addr(),
+        us.addr(),
         "GET",
         "/v2/auth?service=quay-test&scope=repository:alice/app:pull,push",
         &[("Authorization", &basic("alice", ALICE_PASSWORD))],
@@ -297,7 +286,7 @@ fn tokens_work_across_instances_and_secrets_stay_out_of_logs() {
     let data = b"a layer pushed to eu with a token from us";
     let digest = common::sha256_digest(data);
     let resp = http_request(
-        eu.server.addr(),
+        eu.addr(),
         "POST",
         &format!("/v2/alice/app/blobs/uploads/?digest={digest}"),
         &[("Authorization", &bearer)],
@@ -307,7 +296,7 @@ fn tokens_work_across_instances_and_secrets_stay_out_of_logs() {
     assert_eq!(resp.status, 201, "{}", resp.text());
     assert_eq!(resp.header("x-storage-location"), None);
     let resp = http_request(
-        us.server.addr(),
+        us.addr(),
         "GET",
         &format!("/v2/alice/app/blobs/{digest}"),
         &[("Authorization", &bearer)],
@@ -318,7 +307,7 @@ fn tokens_work_across_instances_and_secrets_stay_out_of_logs() {
     assert_eq!(resp.body, data);
     // Without the token, eu challenges with its own realm.
     let resp = http_request(
-        eu.server.addr(),
+        eu.addr(),
         "GET",
         &format!("/v2/alice/app/blobs/{digest}"),
         &[],
@@ -328,16 +317,13 @@ fn tokens_work_across_instances_and_secrets_stay_out_of_logs() {
     assert_eq!(resp.status, 401);
     let challenge = resp.header("www-authenticate").unwrap();
     assert!(
-        challenge.starts_with(&format!(
-            "Bearer realm=\"http://{}/v2/auth\"",
-            eu.server.addr()
-        )),
+        challenge.starts_with(&format!("Bearer realm=\"http://{}/v2/auth\"", eu.addr())),
         "{challenge}"
     );
     // A wrong password, with Basic, is refused on both.
     for region in [&us, &eu] {
         let resp = http_request(
-            region.server.addr(),
+            region.addr(),
             "GET",
             "/v2/auth?scope=repository:alice/app:pull",
             &[("Authorization", &basic("alice", WRONG_PASSWORD))],
@@ -358,21 +344,14 @@ fn tokens_work_across_instances_and_secrets_stay_out_of_logs() {
             "--dest-creds",
             &format!("alice:{ALICE_PASSWORD}"),
             &format!("oci:{}:v1", work.join("layout").display()),
-            &format!("docker://{}/alice/tool:v1", eu.server.host()),
+            &format!("docker://{}/alice/tool:v1", eu.host()),
         ],
     );
     assert_ok("skopeo push to eu", &out);
 
     // An oversized request head is refused before any handler runs.
     let big = "x".repeat(100 * 1024);
-    let resp = http_request(
-        eu.server.addr(),
-        "GET",
-        "/v2/",
-        &[("X-Padding", &big)],
-        None,
-    )
-    .unwrap();
+    let resp = http_request(eu.addr(), "GET", "/v2/", &[("X-Padding", &big)], None).unwrap();
     assert_eq!(resp.status, 431);
 
     // Give the health probes of the unreachable S3 location time to fail and log.
@@ -388,7 +367,7 @@ fn tokens_work_across_instances_and_secrets_stay_out_of_logs() {
         token.as_str(),
     ];
     for (name, region) in [("us", &us), ("eu", &eu)] {
-        let log = region.server.log();
+        let log = region.log();
         assert!(
             log.contains("DEBUG"),
             "{name}: the log is not at debug level"

@@ -13,7 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{build_oci_layout, run_with_timeout, sha256_digest, skopeo, OciImage, Server};
-use quay_storage::testkit::postgres::{fresh_database, TestDatabase};
 
 const BUCKET: &str = "quay";
 const ACCESS: &str = "failover-access";
@@ -153,13 +152,7 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn us_storage_killed_for_real() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let db: TestDatabase = rt
-        .block_on(fresh_database())
-        .unwrap_or_else(|e| panic!("PostgreSQL is needed for this test: {e}"));
+    let (rt, db) = common::fresh_postgres();
     let dir = tempfile::tempdir().unwrap();
     let mut us_s3 = S3Process::start(&dir.path().join("s3-us"), 0);
     let eu_s3 = S3Process::start(&dir.path().join("s3-eu"), 0);

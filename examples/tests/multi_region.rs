@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{build_oci_layout, run_with_timeout, sha256_digest, skopeo, OciImage, Server};
-use quay_storage::testkit::postgres::{fresh_database, TestDatabase};
+use quay_storage::testkit::postgres::TestDatabase;
 use quay_storage::testkit::s3::S3TestServer;
 
 const BUCKET: &str = "quay";
@@ -29,13 +29,7 @@ struct Regions {
 impl Regions {
     /// Two S3 servers, a fresh database, and a config file in Quay's format.
     fn new(proxy: bool, extra: &str) -> Regions {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let db = rt
-            .block_on(fresh_database())
-            .unwrap_or_else(|e| panic!("PostgreSQL is needed for this test: {e}"));
+        let (rt, db) = common::fresh_postgres();
         let dir = tempfile::tempdir().unwrap();
         let us_s3 = S3TestServer::start(dir.path().join("s3-us"), &[BUCKET]).unwrap();
         let eu_s3 = S3TestServer::start(dir.path().join("s3-eu"), &[BUCKET]).unwrap();

@@ -21,6 +21,27 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// [`StorageEngine::write`], then a length check: an object of another length than `size` is
+/// removed and the write fails with `SizeInvalid`. The default of
+/// [`StorageEngine::write_sized`], for backends that cannot enforce the length while writing.
+pub async fn write_then_check_length<E: StorageEngine + ?Sized>(
+    engine: &E,
+    path: &str,
+    data: ByteStream,
+    size: u64,
+) -> Result<u64> {
+    let written = engine.write(path, data).await?;
+    if written != size {
+        let _ = engine.delete(path).await;
+        return Err(Error::new(
+            ErrorKind::SizeInvalid,
+            format!("wrote {written} bytes where {size} were announced"),
+        )
+        .with_context("path", path));
+    }
+    Ok(written)
+}
+
 /// Optional abilities a backend declares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StorageCapabilities {
@@ -68,15 +89,7 @@ pub trait StorageEngine: Send + Sync + fmt::Debug + 'static {
     /// `path`. The default writes as [`StorageEngine::write`] does, then checks the length and
     /// removes a wrong object.
     async fn write_sized(&self, path: &str, data: ByteStream, size: u64) -> Result<u64> {
-        let written = self.write(path, data).await?;
-        if written != size {
-            let _ = self.delete(path).await;
-            return Err(Error::new(
-                ErrorKind::SizeInvalid,
-                format!("wrote {written} bytes where {size} were announced"),
-            ));
-        }
-        Ok(written)
+        write_then_check_length(self, path, data, size).await
     }
 
     /// Deletes the object at `path`; a missing object is not an error.

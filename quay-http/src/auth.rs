@@ -22,7 +22,9 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use quay_core::auth::{AccessEntry, Credentials, Scope, TokenClaims, TokenKey};
-use quay_core::{Actions, Authenticator, Authorizer, Error, ErrorKind, Identity, RepositoryName};
+use quay_core::{
+    Actions, Authenticator, Authorizer, Error, ErrorKind, Identity, RepositoryName, Secret,
+};
 use serde_json::json;
 
 use crate::error::{error_response, oci_code, ApiError};
@@ -134,19 +136,30 @@ impl AuthConfig {
                 })
             }
             Credentials::Basic { username, password } => {
-                match self.authenticator.authenticate(&username, &password).await {
-                    Ok(Some(identity)) => Ok(Caller {
+                match self.login(&username, &password).await? {
+                    Some(identity) => Ok(Caller {
                         identity,
                         token: None,
                     }),
-                    Ok(None) => {
-                        tracing::info!(user = %username, "failed login");
+                    None => {
                         let e = Error::new(ErrorKind::Unauthorized, "invalid username or password");
                         Err(unauthorized(&e))
                     }
-                    Err(e) => Err(ApiError(e).into_response()),
                 }
             }
+        }
+    }
+
+    /// Checks a user name and password: `Ok(None)` for wrong credentials (logged, without the
+    /// password), `Err` the response for a failing backend.
+    async fn login(&self, username: &str, password: &Secret) -> Result<Option<Identity>, Response> {
+        match self.authenticator.authenticate(username, password).await {
+            Ok(None) => {
+                tracing::info!(user = %username, "failed login");
+                Ok(None)
+            }
+            Ok(found) => Ok(found),
+            Err(e) => Err(ApiError(e).into_response()),
         }
     }
 
@@ -243,7 +256,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     let path = req.uri().path().to_owned();
     let Some(rest) = path
         .strip_prefix("/v2")
-        .filter(|_| path != TOKEN_PATH && path != format!("{TOKEN_PATH}/"))
+        .filter(|_| path.strip_suffix('/').unwrap_or(&path) != TOKEN_PATH)
     else {
         // Health, metrics and the token endpoint are open.
         return next.run(req).await;
@@ -369,7 +382,12 @@ async fn grant(
     Ok(access)
 }
 
-fn issue(auth: &AuthConfig, who: &Identity, access: Vec<AccessEntry>) -> (String, u64) {
+/// A token for `who` granting what of `scopes` is allowed, as the token endpoint answers it.
+async fn token_response(auth: &AuthConfig, who: &Identity, scopes: &[Scope]) -> Response {
+    let access = match grant(auth, who, scopes).await {
+        Ok(access) => access,
+        Err(e) => return e.into_response(),
+    };
     let now = now_unix();
     let ttl = auth.token_ttl.as_secs().max(1);
     let claims = TokenClaims {
@@ -382,10 +400,7 @@ fn issue(auth: &AuthConfig, who: &Identity, access: Vec<AccessEntry>) -> (String
         jti: uuid::Uuid::new_v4().to_string(),
         access,
     };
-    (auth.key.sign(&claims), ttl)
-}
-
-fn token_reply(token: &str, ttl: u64) -> Response {
+    let token = auth.key.sign(&claims);
     let body = json!({
         "token": token,
         "access_token": token,
@@ -407,11 +422,15 @@ fn token_unauthorized(message: &str) -> Response {
     error_response("UNAUTHORIZED", StatusCode::UNAUTHORIZED, message)
 }
 
+/// The answer of the token endpoint when access control is off.
+fn tokens_off() -> Response {
+    ApiError::new(ErrorKind::NotFound, "access control is off: no tokens").into_response()
+}
+
 /// `GET /v2/auth?service=…&scope=…`: a token for the Basic credentials given (or anonymous).
 pub async fn token_get(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
     let Some(auth) = state.auth.clone() else {
-        return ApiError::new(ErrorKind::NotFound, "access control is off: no tokens")
-            .into_response();
+        return tokens_off();
     };
     let pairs: Vec<(String, String)> = uri
         .query()
@@ -426,13 +445,10 @@ pub async fn token_get(State(state): State<AppState>, headers: HeaderMap, uri: U
                 .and_then(Credentials::from_authorization);
             match creds {
                 Ok(Credentials::Basic { username, password }) => {
-                    match auth.authenticator.authenticate(&username, &password).await {
+                    match auth.login(&username, &password).await {
                         Ok(Some(identity)) => identity,
-                        Ok(None) => {
-                            tracing::info!(user = %username, "failed login at the token endpoint");
-                            return token_unauthorized("invalid username or password");
-                        }
-                        Err(e) => return ApiError(e).into_response(),
+                        Ok(None) => return token_unauthorized("invalid username or password"),
+                        Err(resp) => return resp,
                     }
                 }
                 Ok(Credentials::Bearer(_)) => {
@@ -442,14 +458,7 @@ pub async fn token_get(State(state): State<AppState>, headers: HeaderMap, uri: U
             }
         }
     };
-    let scopes = requested_scopes(&pairs);
-    match grant(&auth, &identity, &scopes).await {
-        Ok(access) => {
-            let (token, ttl) = issue(&auth, &identity, access);
-            token_reply(&token, ttl)
-        }
-        Err(e) => e.into_response(),
-    }
+    token_response(&auth, &identity, &requested_scopes(&pairs)).await
 }
 
 fn oauth_error(code: &str, status: StatusCode) -> Response {
@@ -465,8 +474,7 @@ fn oauth_error(code: &str, status: StatusCode) -> Response {
 /// `scope`, `service`.
 pub async fn token_post(State(state): State<AppState>, body: Body) -> Response {
     let Some(auth) = state.auth.clone() else {
-        return ApiError::new(ErrorKind::NotFound, "access control is off: no tokens")
-            .into_response();
+        return tokens_off();
     };
     let bytes = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
         Ok(b) => b,
@@ -483,21 +491,12 @@ pub async fn token_post(State(state): State<AppState>, body: Body) -> Response {
         return oauth_error("invalid_request", StatusCode::BAD_REQUEST);
     };
     let password = quay_core::Secret::new(password);
-    let identity = match auth.authenticator.authenticate(&username, &password).await {
+    let identity = match auth.login(&username, &password).await {
         Ok(Some(identity)) => identity,
-        Ok(None) => {
-            tracing::info!(user = %username, "failed login at the token endpoint");
-            return oauth_error("invalid_grant", StatusCode::UNAUTHORIZED);
-        }
-        Err(e) => return ApiError(e).into_response(),
+        Ok(None) => return oauth_error("invalid_grant", StatusCode::UNAUTHORIZED),
+        Err(resp) => return resp,
     };
-    match grant(&auth, &identity, &requested_scopes(&pairs)).await {
-        Ok(access) => {
-            let (token, ttl) = issue(&auth, &identity, access);
-            token_reply(&token, ttl)
-        }
-        Err(e) => e.into_response(),
-    }
+    token_response(&auth, &identity, &requested_scopes(&pairs)).await
 }
 
 /// Whether `caller` may see `repository` in the catalog.

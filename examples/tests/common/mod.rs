@@ -29,6 +29,22 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 /// Docker gzip'd layer media type.
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
+/// A fresh PostgreSQL database, and the runtime to drop it with at the end
+/// (`rt.block_on(db.drop_database())`). Fails, never skips, when PostgreSQL is not running.
+pub fn fresh_postgres() -> (
+    tokio::runtime::Runtime,
+    quay_storage::testkit::postgres::TestDatabase,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let db = rt
+        .block_on(quay_storage::testkit::postgres::fresh_database())
+        .unwrap_or_else(|e| panic!("PostgreSQL is needed for this test: {e}"));
+    (rt, db)
+}
+
 /// `sha256:<hex>` of `data`.
 pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))

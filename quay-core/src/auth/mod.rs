@@ -20,7 +20,7 @@ use crate::{Error, ErrorKind, RepositoryName, Result};
 
 pub use secret::Secret;
 pub use token::{AccessEntry, TokenClaims, TokenKey, MAX_TOKEN_LEN};
-pub use users::{parse_htpasswd, NamespaceGrant, StaticUsers, StaticUsersConfig};
+pub use users::{is_bcrypt, parse_htpasswd, NamespaceGrant, StaticUsers, StaticUsersConfig};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -75,7 +75,8 @@ pub fn parse_htpasswd(text: &str) -> Result<BTreeMap<String, String>> {
     Ok(users)
 }
 
-fn is_bcrypt(hash: &str) -> bool {
+/// Whether `hash` looks like a bcrypt hash (`$2a$`, `$2b$` or `$2y$`, 60 characters).
+pub fn is_bcrypt(hash: &str) -> bool {
     ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) && hash.len() == 60
 }
 

@@ -496,8 +496,7 @@ fn check_auth(raw: &RawConfig, problems: &mut Problems) -> AuthSettings {
         permissions.insert(user.clone(), namespaces.clone());
     }
     for (user, hash) in &raw.QUAY_AUTH_USERS {
-        let bcrypt = ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p));
-        if !bcrypt {
+        if !quay_core::auth::is_bcrypt(hash) {
             problems.push(
                 &format!("QUAY_AUTH_USERS.{user}"),
                 "must be a bcrypt hash (htpasswd -nB USER, or python -c 'import bcrypt; ...')",

@@ -206,14 +206,7 @@ impl StorageEngine for OpendalStorage {
             Some(client) if (SINGLE_PUT_MIN..=SINGLE_PUT_MAX).contains(&size) => {
                 self.put_streamed(client, path, data, size).await
             }
-            _ => {
-                let written = self.write(path, data).await?;
-                if written != size {
-                    let _ = self.delete(path).await;
-                    return Err(length_error(written, size, path));
-                }
-                Ok(written)
-            }
+            _ => quay_core::storage::write_then_check_length(self, path, data, size).await,
         }
     }
 
