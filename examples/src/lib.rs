@@ -128,9 +128,8 @@ pub fn auth_config(
     config_dir: Option<&Path>,
     tls: bool,
 ) -> Result<Option<Arc<quay_http::auth::AuthConfig>>> {
-    use quay_core::auth::{
-        parse_htpasswd, NamespaceGrant, StaticUsers, StaticUsersConfig, TokenKey,
-    };
+    use quay_core::auth::TokenKey;
+    use quay_http::users::{parse_htpasswd, NamespaceGrant, StaticUsers, StaticUsersConfig};
     let settings = &config.auth;
     if !settings.enabled() {
         return Ok(None);
@@ -183,8 +182,10 @@ pub fn auth_config(
         service: settings.service.clone(),
         issuer: "quay-rs".to_owned(),
         realm: settings.realm.clone(),
+        server_hostname: config.server_hostname.clone(),
         tls: tls || config.preferred_url_scheme.as_deref() == Some("https"),
         token_ttl: std::time::Duration::from_secs(settings.token_expiry_secs),
+        logins: Default::default(),
     })))
 }
 

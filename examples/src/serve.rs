@@ -11,6 +11,7 @@ use hyper_util::service::TowerToHyperService;
 use quay_core::{Error, ErrorKind, Result};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 /// The default limit on a request's head (request line and headers): larger heads get `431`.
@@ -108,7 +109,14 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // The client's address, for the per-client bound on password checks.
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        ));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .max_header_size(max_header)

@@ -431,5 +431,5 @@ fn abandoned_uploads_expire_with_their_data() {
     let resp = http_request(server.addr(), "GET", &location, &[], None).unwrap();
     assert_eq!(resp.status, 404);
     assert!(resp.text().contains("BLOB_UPLOAD_UNKNOWN"));
-    assert!(server.log().contains("expired abandoned upload sessions"));
+    assert!(server.log().contains("removed abandoned uploads"));
 }

@@ -46,6 +46,9 @@ pub enum ErrorKind {
     Denied,
     /// A malformed request that fits no more specific kind.
     InvalidInput,
+    /// The client stopped sending its request body, or sent it slower than the registry
+    /// accepts. The client's fault: never counted against a backend's health.
+    ClientTimeout,
     /// An object, row or job is not found in a backend.
     NotFound,
     /// A conditional write lost a race (unique violation, compare-and-set failure).
@@ -81,6 +84,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Denied => "denied",
             ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::ClientTimeout => "client_timeout",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Unavailable => "unavailable",

@@ -39,4 +39,6 @@ pub use names::{LocationId, Reference, RepositoryName, Tag};
 pub use queue::{FailOutcome, Job, JobKind, JobQueue, JobSpec, Lease, QueueStats, RetryPolicy};
 pub use range::ByteRange;
 pub use registry::{Registry, RegistryConfig};
-pub use storage::{ByteStream, ObjectMeta, StorageCapabilities, StorageEngine};
+pub use storage::{
+    ByteStream, EntryStream, ObjectEntry, ObjectMeta, StorageCapabilities, StorageEngine,
+};

@@ -21,6 +21,20 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// An object found by [`StorageEngine::list_entries`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEntry {
+    /// Its path, relative to the location's root.
+    pub path: String,
+    /// Size in bytes, when the listing tells.
+    pub size: Option<u64>,
+    /// When it was last written (milliseconds since the Unix epoch), when the listing tells.
+    pub last_modified: Option<crate::metadata::TimestampMs>,
+}
+
+/// Objects of a listing, as the backend pages through them.
+pub type EntryStream = Pin<Box<dyn Stream<Item = Result<ObjectEntry>> + Send + 'static>>;
+
 /// [`StorageEngine::write`], then a length check: an object of another length than `size` is
 /// removed and the write fails with `SizeInvalid`. The default of
 /// [`StorageEngine::write_sized`], for backends that cannot enforce the length while writing.
@@ -64,7 +78,14 @@ pub struct StorageCapabilities {
 /// - `write` streams: it never holds the whole object in memory. It returns the number of
 ///   bytes written. Overwriting an object replaces it.
 /// - `delete` of a missing object succeeds.
-/// - `list` returns every object path under a prefix (recursively), in no set order.
+/// - `list` returns every object path under a prefix (recursively), in no set order;
+///   `list_entries` streams the same objects with their size and age where the backend tells,
+///   fetching them page by page.
+/// - `delete_all` removes every object under a prefix that ends in `/`, and on backends with
+///   real folders (the filesystem) the folders too, so nothing is left behind.
+/// - A write that fails, or whose future is dropped before it finishes, leaves no object and
+///   no temporary data behind (a temporary file, an unfinished multipart upload) once it has
+///   been cleaned up, which may happen just after the drop.
 /// - Failures of the backend's service are [`ErrorKind::Unavailable`] or
 ///   [`ErrorKind::Timeout`] and marked temporary.
 /// - `copy`, `rename` and `presign_read` are optional; backends that lack them answer
@@ -97,6 +118,30 @@ pub trait StorageEngine: Send + Sync + fmt::Debug + 'static {
 
     /// Every object path under `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// The objects under `prefix`, with size and modification time where the backend gives
+    /// them. The default lists paths with [`StorageEngine::list`] and knows neither.
+    async fn list_entries(&self, prefix: &str) -> Result<EntryStream> {
+        let paths = self.list(prefix).await?;
+        Ok(Box::pin(futures::stream::iter(paths.into_iter().map(
+            |path| {
+                Ok(ObjectEntry {
+                    path,
+                    size: None,
+                    last_modified: None,
+                })
+            },
+        ))))
+    }
+
+    /// Deletes every object under `prefix` (a folder path ending in `/`) and, where the backend
+    /// has folders, the folders. The default deletes what [`StorageEngine::list`] finds.
+    async fn delete_all(&self, prefix: &str) -> Result<()> {
+        for path in self.list(prefix).await? {
+            self.delete(&path).await?;
+        }
+        Ok(())
+    }
 
     /// A cheap check that the backend answers (a read probe, not a write).
     async fn probe(&self) -> Result<()>;

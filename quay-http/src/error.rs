@@ -26,6 +26,7 @@ pub fn oci_code(kind: ErrorKind) -> (&'static str, StatusCode) {
         K::Unauthorized => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
         K::Denied => ("DENIED", StatusCode::FORBIDDEN),
         K::InvalidInput => ("UNSUPPORTED", StatusCode::BAD_REQUEST),
+        K::ClientTimeout => ("BLOB_UPLOAD_INVALID", StatusCode::REQUEST_TIMEOUT),
         K::NotFound => ("NOT_FOUND", StatusCode::NOT_FOUND),
         K::Conflict => ("UNAVAILABLE", StatusCode::CONFLICT),
         K::Unavailable => ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),

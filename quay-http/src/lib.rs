@@ -4,6 +4,11 @@
 //! [`quay_core::Registry`]. [`router`] gives an [`axum::Router`] to serve or to nest into a
 //! larger application.
 //!
+//! Every `/v2/` request is parsed once ([`request`]): the access check ([`auth::guard`]) and
+//! the handlers read that one parse, and a request whose meaning is ambiguous (a parameter the
+//! registry reads, given twice) is refused with `400` before either runs. Request bodies are
+//! bounded in how slowly they may arrive ([`body`]).
+//!
 //! Every error is an OCI error body (`{"errors":[{"code","message","detail"}]}`) with the code
 //! and status of one table ([`error::oci_code`]). Blob bodies stream in both directions; no
 //! handler holds a whole blob in memory. Manifests are limited to
@@ -11,20 +16,23 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod health;
+pub mod request;
 mod routes;
+pub mod users;
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use quay_core::{ErrorKind, Registry};
 
-pub use routes::{parse_path, Endpoint};
+pub use request::{parse_path, Endpoint, OciRequest};
 
 /// The header every `/v2/` response carries.
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
@@ -40,6 +48,7 @@ pub struct AppState {
     metrics: Option<MetricsRender>,
     health: Option<Arc<health::HealthMonitor>>,
     auth: Option<Arc<auth::AuthConfig>>,
+    body_limits: body::BodyLimits,
 }
 
 impl std::fmt::Debug for AppState {
@@ -49,6 +58,7 @@ impl std::fmt::Debug for AppState {
             .field("metrics", &self.metrics.is_some())
             .field("health", &self.health)
             .field("auth", &self.auth)
+            .field("body_limits", &self.body_limits)
             .finish()
     }
 }
@@ -62,6 +72,8 @@ pub struct RouterOptions {
     pub health: Option<Arc<health::HealthMonitor>>,
     /// Access control; `None` serves every request (for loopback development).
     pub auth: Option<Arc<auth::AuthConfig>>,
+    /// How slowly a client may send a request body.
+    pub body_limits: body::BodyLimits,
 }
 
 /// The OCI Distribution API routes for `registry`.
@@ -76,15 +88,15 @@ pub fn router_with(registry: Registry, options: RouterOptions) -> Router {
         metrics: options.metrics,
         health: options.health,
         auth: options.auth,
+        body_limits: options.body_limits,
     };
     Router::new()
         .route(
             auth::TOKEN_PATH,
             get(auth::token_get).post(auth::token_post),
         )
-        .route("/v2", get(base))
-        .route("/v2/", get(base))
-        .route("/v2/_catalog", get(catalog))
+        .route("/v2", any(routes::dispatch))
+        .route("/v2/", any(routes::dispatch))
         .route("/v2/{*rest}", any(routes::dispatch))
         .route("/metrics", get(metrics))
         .route("/health/instance", get(health::instance))
@@ -94,6 +106,7 @@ pub fn router_with(registry: Registry, options: RouterOptions) -> Router {
             state.clone(),
             auth::guard,
         ))
+        .layer(axum::middleware::from_fn(request::parse_once))
         .layer(axum::middleware::map_response(add_api_version))
         .with_state(state)
 }
@@ -114,20 +127,6 @@ async fn add_api_version(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     resp
-}
-
-async fn base() -> Response {
-    (StatusCode::OK, [("content-type", "application/json")], "{}").into_response()
-}
-
-async fn catalog(
-    State(state): State<AppState>,
-    caller: Option<axum::Extension<auth::Caller>>,
-    Query(params): Query<routes::Params>,
-) -> Response {
-    routes::catalog(&state, caller.as_ref().map(|c| &c.0), &params)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn not_found() -> Response {

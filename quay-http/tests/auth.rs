@@ -8,13 +8,13 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use common::{error_code, sha256, Backend, Server, Setup};
-use quay_core::auth::{NamespaceGrant, StaticUsers, StaticUsersConfig, TokenClaims, TokenKey};
+use quay_core::auth::{TokenClaims, TokenKey};
 use quay_core::Actions;
 use quay_http::auth::AuthConfig;
+use quay_http::users::{NamespaceGrant, StaticUsers, StaticUsersConfig};
 
 const KEY: &[u8] = b"the-key-both-regions-share";
 const SERVICE: &str = "registry.test";
@@ -40,16 +40,9 @@ fn users(anonymous_pull: bool) -> Arc<StaticUsers> {
 
 fn auth(anonymous_pull: bool) -> Arc<AuthConfig> {
     let users = users(anonymous_pull);
-    Arc::new(AuthConfig {
-        authenticator: users.clone(),
-        authorizer: users,
-        key: TokenKey::new(KEY),
-        service: SERVICE.into(),
-        issuer: "test".into(),
-        realm: None,
-        tls: false,
-        token_ttl: Duration::from_secs(300),
-    })
+    let mut config = AuthConfig::new(users, TokenKey::new(KEY), SERVICE);
+    config.issuer = "test".into();
+    Arc::new(config)
 }
 
 async fn server() -> Server {

@@ -169,8 +169,13 @@ async fn run(args: Args) -> quay_core::Result<()> {
             tick.tick().await;
             let cutoff = now_ms() - expiry.as_millis() as i64;
             match janitor.expire_uploads(cutoff).await {
-                Ok(0) => {}
-                Ok(n) => info!(sessions = n, "expired abandoned upload sessions"),
+                Ok(sweep) if sweep.is_empty() => {}
+                Ok(sweep) => info!(
+                    sessions = sweep.sessions,
+                    orphaned = sweep.orphaned_sessions,
+                    temporary_files = sweep.temporary_files,
+                    "removed abandoned uploads"
+                ),
                 Err(e) => warn!(error = %e, "upload expiry failed"),
             }
         }
@@ -215,6 +220,10 @@ async fn run(args: Args) -> quay_core::Result<()> {
         metrics: Some(std::sync::Arc::new(move || metrics.render())),
         health: Some(monitor),
         auth,
+        body_limits: quay_http::body::BodyLimits {
+            idle_timeout: Duration::from_secs(config.client_body_timeout_secs),
+            min_bytes_per_sec: config.client_body_min_bytes_per_sec,
+        },
     };
     let app = quay_http::router_with(registry, options);
     let serve_options = quay_examples::serve::ServeOptions {

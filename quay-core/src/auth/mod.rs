@@ -1,7 +1,7 @@
 //! Authentication and authorization: who is calling ([`Identity`]), what they may do to a
 //! repository ([`Actions`]), the pluggable [`Authenticator`] and [`Authorizer`], the Docker
-//! token format ([`TokenKey`], [`TokenClaims`]) and the users-from-configuration implementation
-//! of both traits ([`StaticUsers`]).
+//! token format ([`TokenKey`], [`TokenClaims`]). The users-from-configuration implementation of
+//! both traits (bcrypt, htpasswd) is `quay_http::users::StaticUsers`.
 //!
 //! The HTTP layer (`quay-http`) turns these into the Docker token flow: a `401` challenge, a
 //! token endpoint that grants the intersection of what was asked and what is allowed, and a
@@ -10,7 +10,6 @@
 
 mod secret;
 mod token;
-mod users;
 
 use std::fmt;
 
@@ -20,7 +19,11 @@ use crate::{Error, ErrorKind, RepositoryName, Result};
 
 pub use secret::Secret;
 pub use token::{AccessEntry, TokenClaims, TokenKey, MAX_TOKEN_LEN};
-pub use users::{is_bcrypt, parse_htpasswd, NamespaceGrant, StaticUsers, StaticUsersConfig};
+
+/// Whether `hash` looks like a bcrypt hash (`$2a$`, `$2b$` or `$2y$`, 60 characters).
+pub fn is_bcrypt(hash: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) && hash.len() == 60
+}
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

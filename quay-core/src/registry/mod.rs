@@ -22,7 +22,7 @@ use crate::storage::StorageEngine;
 
 pub use blobs::{BlobBody, BlobRead};
 pub use manifests::{accepts, ManifestPut, TagPage};
-pub use uploads::UploadStatus;
+pub use uploads::{UploadStatus, UploadSweep, TEMPORARY_PREFIX, UPLOADS_PREFIX};
 
 /// How the engine behaves, independent of which backends it runs on.
 #[derive(Debug, Clone)]

@@ -19,6 +19,31 @@ use crate::metadata::{BlobCommit, UploadPart, UploadRecord};
 use crate::names::{LocationId, RepositoryName};
 use crate::storage::{ByteStream, StorageEngine};
 
+/// The folder of upload data in each location: `uploads/<session>/<part>`.
+pub const UPLOADS_PREFIX: &str = "uploads/";
+
+/// The folder where a location's backend keeps the temporary files of writes in progress (the
+/// filesystem backend writes there and renames into place).
+pub const TEMPORARY_PREFIX: &str = ".tmp/";
+
+/// What [`Registry::expire_uploads`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadSweep {
+    /// Sessions idle past the expiry, removed with their data.
+    pub sessions: u64,
+    /// Session folders in storage that no session row owned.
+    pub orphaned_sessions: u64,
+    /// Temporary files of writes that never finished.
+    pub temporary_files: u64,
+}
+
+impl UploadSweep {
+    /// Whether nothing was removed.
+    pub fn is_empty(&self) -> bool {
+        *self == UploadSweep::default()
+    }
+}
+
 /// Where an upload session stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadStatus {
@@ -123,13 +148,12 @@ impl Registry {
         );
         let (body, seen) = tap(body, Some(Algorithm::Sha256));
         let written = storage.write(&path, body).await;
-        if let Err(e) = &written {
-            // A client that stops sending is not the location's fault.
-            if e.kind() != ErrorKind::BlobUploadInvalid {
-                self.inner.health.record_failure(&rec.location, e);
-            }
-        } else {
-            self.inner.health.record_success(&rec.location);
+        match &written {
+            // A client that stops sending, sends too slowly or goes away is not the location's
+            // fault: only what the storage backend itself answers counts for its health.
+            Err(_) if seen.input_failed() => {}
+            Err(e) => self.inner.health.record_failure(&rec.location, e),
+            Ok(_) => self.inner.health.record_success(&rec.location),
         }
         if let Err(e) = written {
             remove_quietly(&storage, &path, &rec.location).await;
@@ -285,12 +309,9 @@ impl Registry {
                 replicate_to: self.replication_targets(&rec.location),
             })
             .await?;
-        for p in &parts {
-            remove_quietly(&storage, &p.path, &rec.location).await;
-        }
-        if let Some(src) = &source {
-            remove_quietly(&storage, src, &rec.location).await;
-        }
+        // The parts, an assembled object (moved away already where the backend renames) and
+        // the session's folder.
+        remove_session_data(&storage, &rec.id, &rec.location).await;
         debug!(size, location = %rec.location, "blob committed");
         Ok(digest.clone())
     }
@@ -324,30 +345,96 @@ impl Registry {
         if let Err(e) = self.inner.metadata.delete_upload(&rec.id).await {
             warn!(upload = %rec.id, error = %e, "could not delete upload session");
         }
-        for p in &rec.parts {
-            remove_quietly(storage, &p.path, &rec.location).await;
-        }
-        remove_quietly(
-            storage,
-            &format!("uploads/{}/assembled", rec.id),
-            &rec.location,
-        )
-        .await;
+        remove_session_data(storage, &rec.id, &rec.location).await;
     }
 
-    /// Removes upload sessions idle since before `before_ms` and their parts. Returns how many.
-    pub async fn expire_uploads(&self, before_ms: i64) -> Result<usize> {
-        let stale = self.inner.metadata.stale_uploads(before_ms, 1000).await?;
-        for rec in &stale {
-            match self.location(&rec.location) {
-                Ok(storage) => {
-                    let storage = storage.clone();
-                    self.discard_session(rec, &storage).await;
+    /// Removes upload sessions idle since before `before_ms` with everything they stored, then
+    /// sweeps each location for upload data that no session row owns and temporary files,
+    /// untouched since before `before_ms` (a crash, a write cut off). Returns what it removed.
+    pub async fn expire_uploads(&self, before_ms: i64) -> Result<UploadSweep> {
+        let mut sweep = UploadSweep::default();
+        loop {
+            let stale = self.inner.metadata.stale_uploads(before_ms, 1000).await?;
+            let full_page = stale.len() == 1000;
+            for rec in &stale {
+                match self.location(&rec.location) {
+                    Ok(storage) => {
+                        let storage = storage.clone();
+                        self.discard_session(rec, &storage).await;
+                        sweep.sessions += 1;
+                    }
+                    Err(e) => warn!(upload = %rec.id, error = %e, "cannot expire upload"),
                 }
-                Err(e) => warn!(upload = %rec.id, error = %e, "cannot expire upload"),
+            }
+            if !full_page {
+                break;
             }
         }
-        Ok(stale.len())
+        for (location, storage) in &self.inner.locations {
+            if !self.inner.health.is_up(location) {
+                continue;
+            }
+            match self.sweep_location(storage, before_ms).await {
+                Ok((sessions, temporary)) => {
+                    sweep.orphaned_sessions += sessions;
+                    sweep.temporary_files += temporary;
+                }
+                Err(e) => warn!(%location, error = %e, "could not sweep upload leftovers"),
+            }
+        }
+        Ok(sweep)
+    }
+
+    /// Removes, from one location, the data of upload sessions that have no row any more and
+    /// temporary files, when untouched since before `before_ms`.
+    async fn sweep_location(
+        &self,
+        storage: &Arc<dyn StorageEngine>,
+        before_ms: i64,
+    ) -> Result<(u64, u64)> {
+        // Newest write per session folder.
+        let mut sessions: std::collections::BTreeMap<String, i64> = Default::default();
+        let mut entries = storage.list_entries(UPLOADS_PREFIX).await?;
+        while let Some(entry) = entries.next().await {
+            let entry = entry?;
+            let Some(id) = entry
+                .path
+                .strip_prefix(UPLOADS_PREFIX)
+                .and_then(|rest| rest.split('/').next())
+                .filter(|id| !id.is_empty())
+            else {
+                continue;
+            };
+            let touched = entry.last_modified.unwrap_or(i64::MAX);
+            let newest = sessions.entry(id.to_owned()).or_insert(i64::MIN);
+            *newest = (*newest).max(touched);
+        }
+        let mut removed_sessions = 0;
+        for (id, touched) in sessions {
+            if touched >= before_ms {
+                continue;
+            }
+            match self.inner.metadata.get_upload(&id).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    storage
+                        .delete_all(&format!("{UPLOADS_PREFIX}{id}/"))
+                        .await?;
+                    removed_sessions += 1;
+                }
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+        }
+        let mut removed_temporary = 0;
+        let mut temporary = storage.list_entries(TEMPORARY_PREFIX).await?;
+        while let Some(entry) = temporary.next().await {
+            let entry = entry?;
+            if entry.last_modified.is_some_and(|t| t < before_ms) {
+                storage.delete(&entry.path).await?;
+                removed_temporary += 1;
+            }
+        }
+        Ok((removed_sessions, removed_temporary))
     }
 
     /// Links a blob that `from` holds into `repository` (cross-repository mount). Returns false
@@ -389,6 +476,13 @@ async fn move_object(storage: &Arc<dyn StorageEngine>, from: &str, to: &str) -> 
     }
     let stream = storage.read(from, None).await?;
     storage.write(to, stream).await.map(|_| ())
+}
+
+/// Removes everything an upload session stored: its parts, an assembled object, and the folder.
+async fn remove_session_data(storage: &Arc<dyn StorageEngine>, id: &str, location: &LocationId) {
+    if let Err(e) = storage.delete_all(&format!("{UPLOADS_PREFIX}{id}/")).await {
+        warn!(%location, upload = %id, error = %e, "could not remove an upload's data");
+    }
 }
 
 async fn remove_quietly(storage: &Arc<dyn StorageEngine>, path: &str, location: &LocationId) {

@@ -8,9 +8,10 @@ use quay_core::{ErrorKind, Page};
 use serde_json::json;
 
 use super::blobs::parse_digest;
-use super::{repository, Params, Reply};
+use super::{repository, Reply};
 use crate::auth::{visible, Caller};
 use crate::error::ApiError;
+use crate::request::QueryParams;
 use crate::AppState;
 
 /// Page size when the client gives no `n`.
@@ -18,8 +19,8 @@ pub const DEFAULT_PAGE: u64 = 1000;
 /// The largest page served.
 pub const MAX_PAGE: u64 = 10_000;
 
-fn page_size(params: &Params) -> Result<u64, ApiError> {
-    match params.get("n") {
+fn page_size(params: &QueryParams) -> Result<u64, ApiError> {
+    match &params.n {
         None => Ok(DEFAULT_PAGE),
         Some(n) => n.parse::<u64>().map(|n| n.min(MAX_PAGE)).map_err(|_| {
             ApiError::new(ErrorKind::InvalidInput, format!("n={n:?} is not a number"))
@@ -48,11 +49,11 @@ fn next_link(base: &str, n: u64, page: &Page) -> Option<String> {
 pub(crate) async fn tags(
     state: &AppState,
     name: &str,
-    params: &Params,
+    params: &QueryParams,
 ) -> Result<Response, ApiError> {
     let repo = repository(name)?;
     let n = page_size(params)?;
-    let last = params.get("last").map(String::as_str);
+    let last = params.last.as_deref();
     let page = state.registry.list_tags(&repo, last, n).await?;
     let page = Page {
         items: page.tags,
@@ -70,10 +71,10 @@ pub(crate) async fn tags(
 pub(crate) async fn catalog(
     state: &AppState,
     caller: Option<&Caller>,
-    params: &Params,
+    params: &QueryParams,
 ) -> Result<Response, ApiError> {
     let n = page_size(params)?;
-    let mut last = params.get("last").cloned();
+    let mut last = params.last.clone();
     let mut page = Page {
         items: Vec::new(),
         more: false,
@@ -104,11 +105,11 @@ pub(crate) async fn referrers(
     state: &AppState,
     name: &str,
     digest: &str,
-    params: &Params,
+    params: &QueryParams,
 ) -> Result<Response, ApiError> {
     let repo = repository(name)?;
     let digest = parse_digest(digest)?;
-    let artifact_type = params.get("artifactType").map(String::as_str);
+    let artifact_type = params.artifact_type.as_deref();
     let manifests = state
         .registry
         .referrers(&repo, &digest, artifact_type)

@@ -59,7 +59,11 @@ pub(crate) async fn get(
 const DRAIN_LIMIT: usize = 4 * MAX_MANIFEST_SIZE;
 
 /// Reads a manifest body, keeping at most [`MAX_MANIFEST_SIZE`] bytes.
-async fn read_limited(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limits: crate::body::BodyLimits,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorKind::TooLarge,
@@ -75,13 +79,14 @@ async fn read_limited(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError
     }
     let mut buf = BytesMut::new();
     let mut seen = 0usize;
-    let mut stream = body.into_data_stream();
+    let mut stream = crate::body::paced(body, limits);
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError(
+        let chunk = chunk.map_err(|e| match e.kind() {
+            ErrorKind::ClientTimeout => ApiError(e),
+            _ => ApiError(
                 Error::new(ErrorKind::ManifestInvalid, "the request body ended early")
                     .with_source(e),
-            )
+            ),
         })?;
         seen += chunk.len();
         if seen > DRAIN_LIMIT {
@@ -113,7 +118,7 @@ pub(crate) async fn put(
         };
         ApiError::new(kind, e.message())
     })?;
-    let content = read_limited(headers, body).await?;
+    let content = read_limited(headers, body, state.body_limits).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());

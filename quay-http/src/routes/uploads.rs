@@ -3,23 +3,37 @@
 use axum::body::Body;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use quay_core::range::parse_content_range;
 use quay_core::registry::UploadStatus;
 use quay_core::{ByteStream, Error, ErrorKind, RepositoryName};
 
 use super::blobs::parse_digest;
-use super::{repository, Params, Reply};
+use super::{repository, Reply};
+use crate::body::paced;
 use crate::error::ApiError;
+use crate::request::QueryParams;
 use crate::AppState;
 
-/// The request body as a stream of the engine's byte chunks.
-pub(crate) fn body_stream(body: Body) -> ByteStream {
-    Box::pin(body.into_data_stream().map(|chunk| {
-        chunk.map_err(|e| {
-            Error::new(ErrorKind::BlobUploadInvalid, "the request body ended early").with_source(e)
-        })
-    }))
+/// The request body as a stream of the engine's byte chunks, bounded in how slowly it may
+/// arrive.
+fn body_stream(state: &AppState, body: Body) -> ByteStream {
+    paced(body, state.body_limits)
+}
+
+/// Runs an upload step in a task of its own. When a client goes away mid-request, hyper drops
+/// the handler; the step itself goes on, sees its body end with an error, and removes what it
+/// had written, instead of being cut off between a storage write and its cleanup.
+async fn detached<T, F>(work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = quay_core::Result<T>> + Send + 'static,
+{
+    match tokio::spawn(work).await {
+        Ok(result) => result.map_err(ApiError),
+        Err(e) => Err(ApiError(
+            Error::internal("an upload step did not finish").with_source(e),
+        )),
+    }
 }
 
 /// Whether the request declares an empty body.
@@ -59,14 +73,14 @@ fn created(repo: &RepositoryName, digest: &quay_core::Digest) -> Response {
 pub(crate) async fn start(
     state: &AppState,
     name: &str,
-    params: &Params,
+    params: &QueryParams,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let repo = repository(name)?;
-    if let Some(mount) = params.get("mount") {
+    if let Some(mount) = &params.mount {
         let digest = parse_digest(mount)?;
-        if let Some(from) = params.get("from") {
+        if let Some(from) = &params.from {
             // An invalid `from` cannot hold the blob: fall back to a new session.
             if let Ok(from) = from.parse::<RepositoryName>() {
                 if state.registry.mount_blob(&repo, &from, &digest).await? {
@@ -75,14 +89,16 @@ pub(crate) async fn start(
             }
         }
     }
-    if let Some(digest) = params.get("digest") {
+    if let Some(digest) = &params.digest {
         let digest = parse_digest(digest)?;
         let stream: ByteStream = if body_is_empty(headers) {
             Box::pin(futures::stream::empty())
         } else {
-            body_stream(body)
+            body_stream(state, body)
         };
-        let digest = state.registry.put_blob(&repo, &digest, stream).await?;
+        let (registry, target) = (state.registry.clone(), repo.clone());
+        let digest =
+            detached(async move { registry.put_blob(&target, &digest, stream).await }).await?;
         return Ok(created(&repo, &digest));
     }
     let status = state.registry.start_upload(&repo).await?;
@@ -109,11 +125,15 @@ pub(crate) async fn patch(
         }
         None => None,
     };
-    match state
-        .registry
-        .upload_chunk(&repo, id, range, body_stream(body))
-        .await
-    {
+    let (registry, target, session) = (state.registry.clone(), repo.clone(), id.to_owned());
+    let stream = body_stream(state, body);
+    let appended = detached(async move {
+        registry
+            .upload_chunk(&target, &session, range, stream)
+            .await
+    })
+    .await;
+    match appended.map_err(|e| e.0) {
         Ok(status) => Ok(accepted(&repo, &status, StatusCode::ACCEPTED)),
         Err(e) if e.kind() == ErrorKind::RangeInvalid => {
             Ok(range_error(state, &repo, id, ApiError(e)).await)
@@ -144,12 +164,12 @@ pub(crate) async fn put(
     state: &AppState,
     name: &str,
     id: &str,
-    params: &Params,
+    params: &QueryParams,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let repo = repository(name)?;
-    let digest = params.get("digest").ok_or_else(|| {
+    let digest = params.digest.as_ref().ok_or_else(|| {
         ApiError::new(
             ErrorKind::DigestInvalid,
             "the digest query parameter is required to finish an upload",
@@ -159,12 +179,15 @@ pub(crate) async fn put(
     let last = if body_is_empty(headers) {
         None
     } else {
-        Some(body_stream(body))
+        Some(body_stream(state, body))
     };
-    let digest = state
-        .registry
-        .finish_upload(&repo, id, &digest, last)
-        .await?;
+    let (registry, target, session) = (state.registry.clone(), repo.clone(), id.to_owned());
+    let digest = detached(async move {
+        registry
+            .finish_upload(&target, &session, &digest, last)
+            .await
+    })
+    .await?;
     Ok(created(&repo, &digest))
 }
 

@@ -36,6 +36,8 @@ pub(crate) const OURS: &[&str] = &[
     "PREFERRED_URL_SCHEME",
     "QUAY_PRESIGN_EXPIRY_SECS",
     "QUAY_MAX_UPLOADS_PER_REPOSITORY",
+    "QUAY_CLIENT_BODY_TIMEOUT_SECS",
+    "QUAY_CLIENT_BODY_MIN_BYTES_PER_SEC",
 ];
 
 /// Keys of Quay's that are close to ours in spelling but are real, distinct keys.

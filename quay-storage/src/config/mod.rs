@@ -97,6 +97,12 @@ pub struct QuayConfig {
     pub presign_expiry_secs: u64,
     /// `QUAY_MAX_UPLOADS_PER_REPOSITORY`: open upload sessions one repository may have (100).
     pub max_uploads_per_repository: u64,
+    /// `QUAY_CLIENT_BODY_TIMEOUT_SECS`: the longest wait for the next bytes of a request body
+    /// (30); a client that stalls longer gets `408` and its upload step is undone.
+    pub client_body_timeout_secs: u64,
+    /// `QUAY_CLIENT_BODY_MIN_BYTES_PER_SEC`: the lowest average rate of a request body over
+    /// each stretch of `QUAY_CLIENT_BODY_TIMEOUT_SECS` spent waiting for it (1024; 0: none).
+    pub client_body_min_bytes_per_sec: u64,
     /// Quay keys present in the file that this engine does not use.
     pub ignored_keys: Vec<String>,
 }
@@ -287,6 +293,10 @@ struct RawConfig {
     QUAY_PRESIGN_EXPIRY_SECS: Option<u64>,
     #[serde(default)]
     QUAY_MAX_UPLOADS_PER_REPOSITORY: Option<u64>,
+    #[serde(default)]
+    QUAY_CLIENT_BODY_TIMEOUT_SECS: Option<u64>,
+    #[serde(default)]
+    QUAY_CLIENT_BODY_MIN_BYTES_PER_SEC: Option<u64>,
     #[serde(flatten)]
     rest: BTreeMap<String, serde_yaml::Value>,
 }
@@ -439,6 +449,9 @@ impl QuayConfig {
         if raw.QUAY_MAX_UPLOADS_PER_REPOSITORY == Some(0) {
             problems.push("QUAY_MAX_UPLOADS_PER_REPOSITORY", "must be at least 1");
         }
+        if raw.QUAY_CLIENT_BODY_TIMEOUT_SECS == Some(0) {
+            problems.push("QUAY_CLIENT_BODY_TIMEOUT_SECS", "must be at least 1");
+        }
         if !problems.0.is_empty() {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -472,6 +485,8 @@ impl QuayConfig {
             preferred_url_scheme: raw.PREFERRED_URL_SCHEME,
             presign_expiry_secs: raw.QUAY_PRESIGN_EXPIRY_SECS.unwrap_or(600),
             max_uploads_per_repository: raw.QUAY_MAX_UPLOADS_PER_REPOSITORY.unwrap_or(100),
+            client_body_timeout_secs: raw.QUAY_CLIENT_BODY_TIMEOUT_SECS.unwrap_or(30),
+            client_body_min_bytes_per_sec: raw.QUAY_CLIENT_BODY_MIN_BYTES_PER_SEC.unwrap_or(1024),
             ignored_keys: ignored,
         })
     }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use quay_core::{
-    ByteStream, Error, ErrorKind, ObjectMeta, Result, StorageCapabilities, StorageEngine,
+    ByteStream, EntryStream, Error, ErrorKind, ObjectMeta, Result, StorageCapabilities,
+    StorageEngine,
 };
 
 /// What the wrapper does to each call.
@@ -104,6 +105,14 @@ impl StorageEngine for FaultyStorage {
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         self.gate().await?;
         self.inner.list(prefix).await
+    }
+    async fn list_entries(&self, prefix: &str) -> Result<EntryStream> {
+        self.gate().await?;
+        self.inner.list_entries(prefix).await
+    }
+    async fn delete_all(&self, prefix: &str) -> Result<()> {
+        self.gate().await?;
+        self.inner.delete_all(prefix).await
     }
     async fn probe(&self) -> Result<()> {
         self.gate().await?;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use quay_core::{ByteStream, LocationId, ObjectMeta, Result, StorageCapabilities, StorageEngine};
+use quay_core::{
+    ByteStream, EntryStream, LocationId, ObjectMeta, Result, StorageCapabilities, StorageEngine,
+};
 
 /// A storage engine that records operation latency.
 #[derive(Debug, Clone)]
@@ -77,6 +79,14 @@ impl StorageEngine for MeteredStorage {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         timed!(self, "list", self.inner.list(prefix))
+    }
+
+    async fn list_entries(&self, prefix: &str) -> Result<EntryStream> {
+        timed!(self, "list", self.inner.list_entries(prefix))
+    }
+
+    async fn delete_all(&self, prefix: &str) -> Result<()> {
+        timed!(self, "delete", self.inner.delete_all(prefix))
     }
 
     async fn probe(&self) -> Result<()> {

@@ -3,20 +3,25 @@
 //!
 //! Single operations (stat, delete, list, probe, copy, rename, presign, opening a read) are
 //! bounded by `op_timeout`. Streams are bounded by `io_timeout` of inactivity: a read whose
-//! next chunk does not arrive in time fails, and a write that makes no progress (no input
-//! consumed, or a final commit that does not return) in time fails. A timeout is
-//! [`ErrorKind::Timeout`], temporary.
+//! next chunk does not arrive in time fails, and a write whose backend makes no progress (takes
+//! no input, or a final commit that does not return) in time fails. A write waiting for its
+//! *input* is not stalled: a client that stops sending is the client's fault, bounded by the
+//! HTTP layer's body timeouts, and must never count against the location's health. A timeout
+//! is [`ErrorKind::Timeout`], temporary.
 
 use std::future::Future;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use quay_core::{
-    ByteStream, Error, ErrorKind, ObjectMeta, Result, StorageCapabilities, StorageEngine,
+    ByteStream, EntryStream, Error, ErrorKind, ObjectMeta, Result, StorageCapabilities,
+    StorageEngine,
 };
 
 /// A storage engine whose calls are bounded in time.
@@ -29,21 +34,22 @@ pub struct TimeoutStorage {
 }
 
 impl TimeoutStorage {
-    /// Runs a write of `data`, failing it when no byte has moved for the I/O timeout (a
-    /// stalled source or target), however long the whole transfer takes.
+    /// Runs a write of `data`, failing it when the backend has made no progress for the I/O
+    /// timeout, however long the whole transfer takes. Time spent waiting for the input (a
+    /// client that sends slowly, a source that stalls) is not the backend's: the input's own
+    /// timeouts deal with it, and it never fails the write as a storage timeout.
     async fn watched_write<'a, F, Fut>(&'a self, data: ByteStream, write: F) -> Result<u64>
     where
         F: FnOnce(ByteStream) -> Fut,
         Fut: std::future::Future<Output = Result<u64>> + 'a,
     {
         let progress = Arc::new(AtomicU64::new(0));
-        let p = progress.clone();
-        let counted: ByteStream = Box::pin(data.map(move |chunk| {
-            if let Ok(c) = &chunk {
-                p.fetch_add(c.len() as u64 + 1, Ordering::Relaxed);
-            }
-            chunk
-        }));
+        let waiting = Arc::new(AtomicBool::new(false));
+        let counted: ByteStream = Box::pin(InputWatch {
+            inner: data,
+            progress: progress.clone(),
+            waiting: waiting.clone(),
+        });
         let write = write(counted);
         tokio::pin!(write);
         let io = self.io_timeout;
@@ -55,7 +61,7 @@ impl TimeoutStorage {
                 r = &mut write => return r,
                 _ = tokio::time::sleep(tick) => {
                     let now = progress.load(Ordering::Relaxed);
-                    if now != last_seen {
+                    if now != last_seen || waiting.load(Ordering::Relaxed) {
                         last_seen = now;
                         last_change = Instant::now();
                     } else if last_change.elapsed() >= io {
@@ -143,6 +149,30 @@ impl StorageEngine for TimeoutStorage {
         self.bounded("list", self.inner.list(prefix)).await
     }
 
+    async fn list_entries(&self, prefix: &str) -> Result<EntryStream> {
+        let stream = self
+            .bounded("list", self.inner.list_entries(prefix))
+            .await?;
+        let op = self.op_timeout;
+        let err = self.timeout_error("list", op);
+        let s = futures::stream::unfold(Some(stream), move |state| {
+            let err = err.clone_shallow();
+            async move {
+                let mut stream = state?;
+                match tokio::time::timeout(op, stream.next()).await {
+                    Ok(Some(item)) => Some((item, Some(stream))),
+                    Ok(None) => None,
+                    Err(_) => Some((Err(err), None)),
+                }
+            }
+        });
+        Ok(Box::pin(s))
+    }
+
+    async fn delete_all(&self, prefix: &str) -> Result<()> {
+        self.bounded("delete", self.inner.delete_all(prefix)).await
+    }
+
     async fn probe(&self) -> Result<()> {
         self.bounded("probe", self.inner.probe()).await
     }
@@ -158,6 +188,34 @@ impl StorageEngine for TimeoutStorage {
     async fn presign_read(&self, path: &str, expires: Duration) -> Result<String> {
         self.bounded("presign", self.inner.presign_read(path, expires))
             .await
+    }
+}
+
+/// The input of a watched write: counts what passes, and says whether the write is waiting for
+/// the input (the last poll found nothing ready) rather than for the backend.
+struct InputWatch {
+    inner: ByteStream,
+    progress: Arc<AtomicU64>,
+    waiting: Arc<AtomicBool>,
+}
+
+impl Stream for InputWatch {
+    type Item = Result<bytes::Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.poll_next_unpin(cx);
+        match &polled {
+            Poll::Pending => self.waiting.store(true, Ordering::Relaxed),
+            Poll::Ready(item) => {
+                self.waiting.store(false, Ordering::Relaxed);
+                let len = match item {
+                    Some(Ok(chunk)) => chunk.len() as u64,
+                    _ => 0,
+                };
+                self.progress.fetch_add(len + 1, Ordering::Relaxed);
+            }
+        }
+        polled
     }
 }
 

@@ -17,7 +17,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use opendal::Operator;
 use quay_core::{
-    ByteStream, Error, ErrorKind, ObjectMeta, Result, StorageCapabilities, StorageEngine,
+    ByteStream, EntryStream, Error, ErrorKind, ObjectEntry, ObjectMeta, Result,
+    StorageCapabilities, StorageEngine,
 };
 
 /// Bytes a writer gathers before it sends a part to the backend (multipart uploads on object
@@ -175,29 +176,38 @@ impl StorageEngine for OpendalStorage {
         if self.chunked_writes {
             builder = builder.chunk(WRITE_CHUNK).concurrent(WRITE_CONCURRENCY);
         }
-        let mut writer = builder.await.map_err(|e| self.err(e, "write", path))?;
+        let writer = builder.await.map_err(|e| self.err(e, "write", path))?;
+        // Aborts the write if this future is dropped before it ends (a client gone, a timeout
+        // above): no temporary file or multipart upload is left behind.
+        let mut guard = AbortOnDrop(Some(writer));
         let mut written = 0u64;
         while let Some(chunk) = data.next().await {
-            let outcome = match chunk {
-                Ok(bytes) => {
+            let outcome = match (chunk, guard.0.as_mut()) {
+                (Ok(bytes), Some(writer)) => {
                     written += bytes.len() as u64;
                     writer
                         .write(bytes)
                         .await
                         .map_err(|e| self.err(e, "write", path))
                 }
-                Err(e) => Err(e),
+                (Err(e), _) => Err(e),
+                (Ok(_), None) => Err(Error::internal("writer already finished")),
             };
             if let Err(e) = outcome {
                 // Nothing partial may become visible.
-                let _ = writer.abort().await;
+                if let Some(mut writer) = guard.0.take() {
+                    let _ = writer.abort().await;
+                }
                 return Err(e);
             }
         }
-        writer
-            .close()
-            .await
-            .map_err(|e| self.err(e, "write", path))?;
+        let Some(mut writer) = guard.0.take() else {
+            return Err(Error::internal("writer already finished"));
+        };
+        if let Err(e) = writer.close().await {
+            let _ = writer.abort().await;
+            return Err(self.err(e, "write", path));
+        }
         Ok(written)
     }
 
@@ -215,6 +225,44 @@ impl StorageEngine for OpendalStorage {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.err(e, "delete", path)),
+        }
+    }
+
+    async fn list_entries(&self, prefix: &str) -> Result<EntryStream> {
+        let lister = match self.op.lister_with(prefix).recursive(true).await {
+            Ok(lister) => lister,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+                return Ok(Box::pin(futures::stream::empty()))
+            }
+            Err(e) => return Err(self.err(e, "list", prefix)),
+        };
+        let (name, owned) = (self.name.clone(), prefix.to_owned());
+        let entries = lister.filter_map(move |entry| {
+            let out = match entry {
+                Ok(entry) if entry.metadata().is_file() => {
+                    let meta = entry.metadata();
+                    Some(Ok(ObjectEntry {
+                        path: entry.path().to_owned(),
+                        size: Some(meta.content_length()),
+                        last_modified: meta
+                            .last_modified()
+                            .map(|t| t.into_inner().as_millisecond()),
+                    }))
+                }
+                Ok(_) => None,
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => None,
+                Err(e) => Some(Err(error::map(e, &name, "list", &owned))),
+            };
+            futures::future::ready(out)
+        });
+        Ok(Box::pin(entries))
+    }
+
+    async fn delete_all(&self, prefix: &str) -> Result<()> {
+        match self.op.delete_with(prefix).recursive(true).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err(e, "delete", prefix)),
         }
     }
 
@@ -274,6 +322,27 @@ impl StorageEngine for OpendalStorage {
             .await
             .map_err(|e| self.err(e, "presign", path))?;
         Ok(req.uri().to_string())
+    }
+}
+
+/// An OpenDAL writer that is aborted in the background if it is dropped unfinished.
+struct AbortOnDrop(Option<opendal::Writer>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some(mut writer) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = writer.abort().await {
+                        tracing::warn!(error = %e, "could not abort an unfinished write");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!("an unfinished write was dropped outside a runtime"),
+        }
     }
 }
 

@@ -281,6 +281,9 @@ macro_rules! __storage_cases {
             sized_write_of_the_wrong_length_leaves_no_object
             sized_write_whose_input_fails_leaves_no_object
             concurrent_writes_of_different_objects_succeed
+            dropped_write_leaves_nothing_behind
+            list_entries_gives_the_objects_with_their_sizes
+            delete_all_removes_everything_under_a_prefix
             copy_duplicates_content
             copy_of_missing_object_is_not_found
             rename_moves_content
@@ -670,6 +673,77 @@ pub async fn failed_input_stream_leaves_no_object(cx: &Case<'_>) -> Result<()> {
         "listed after a failed write"
     );
     Ok(())
+}
+
+/// A write whose future is dropped midway (its client went away, a timeout above it fired)
+/// leaves no object and, once its cleanup has run, no temporary data (`.tmp/` of the
+/// filesystem backend, an unfinished multipart upload elsewhere).
+pub async fn dropped_write_leaves_nothing_behind(cx: &Case<'_>) -> Result<()> {
+    let path = cx.path("dropped");
+    let first: ByteStream = chunks(vec![content(21, MIB)]);
+    let input: ByteStream = Box::pin(first.chain(stream::pending()));
+    let write = cx.engine.write(&path, input);
+    let cut = tokio::time::timeout(Duration::from_millis(300), write).await;
+    assert!(cut.is_err(), "a write whose input never ends finished");
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left = cx.engine.list(TEMPORARY_AREA).await?;
+        left.extend(cx.list_sorted("").await?);
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, Vec::<String>::new(), "left behind by a dropped write");
+    assert_kind(cx.engine.stat(&path).await, ErrorKind::NotFound, "stat");
+    Ok(())
+}
+
+/// Where the filesystem backend keeps the files of writes in progress.
+const TEMPORARY_AREA: &str = ".tmp/";
+
+/// `list_entries` finds the same objects as `list`, with their sizes where it gives them.
+pub async fn list_entries_gives_the_objects_with_their_sizes(cx: &Case<'_>) -> Result<()> {
+    let a = cx.put("entries/a", &content(22, 10)).await?;
+    let b = cx.put("entries/sub/b", &content(23, 2000)).await?;
+    let started = quay_core::metadata::now_ms();
+    let mut entries = Vec::new();
+    let mut listed = cx.engine.list_entries(&cx.path("entries/")).await?;
+    while let Some(entry) = listed.next().await {
+        entries.push(entry?);
+    }
+    entries.sort_by(|x, y| x.path.cmp(&y.path));
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, [a.as_str(), b.as_str()], "listed entries");
+    for (entry, size) in entries.iter().zip([10u64, 2000]) {
+        if let Some(got) = entry.size {
+            assert_eq!(got, size, "size of {}", entry.path);
+        }
+        if let Some(t) = entry.last_modified {
+            let day = 24 * 3600 * 1000;
+            assert!(
+                (started - day..started + day).contains(&t),
+                "modification time of {} is {t}, now is {started}",
+                entry.path
+            );
+        }
+    }
+    let mut none = cx.engine.list_entries(&cx.path("nothing/")).await?;
+    assert!(none.next().await.is_none(), "entries of a missing prefix");
+    cx.remove(&[&a, &b]).await
+}
+
+/// `delete_all` removes every object under a folder prefix and nothing beside it.
+pub async fn delete_all_removes_everything_under_a_prefix(cx: &Case<'_>) -> Result<()> {
+    cx.put("tree/a", b"a").await?;
+    cx.put("tree/sub/b", b"b").await?;
+    let beside = cx.put("treetop", b"c").await?;
+    cx.engine.delete_all(&cx.path("tree/")).await?;
+    assert_eq!(cx.list_sorted("tree/").await?, Vec::<String>::new());
+    assert_eq!(cx.list_sorted("").await?, vec![beside.clone()]);
+    // Again, on nothing: not an error.
+    cx.engine.delete_all(&cx.path("tree/")).await?;
+    cx.remove(&[&beside]).await
 }
 
 /// A write over an existing object whose input fails midway leaves the previous content.

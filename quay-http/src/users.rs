@@ -1,15 +1,22 @@
 //! Users from the configuration: bcrypt password hashes, superusers, per-namespace grants and
 //! public repositories. Implements both [`Authenticator`] and [`Authorizer`].
+//!
+//! bcrypt is slow on purpose (tens of milliseconds per check), so it never runs on the async
+//! threads that serve requests: each check runs on tokio's blocking pool, and at most
+//! [`StaticUsers::max_concurrent_checks`] at once process-wide, so a flood of logins leaves the
+//! other cores to everyone else. A successful check is remembered (as a digest of the
+//! credential), so a client that sends Basic credentials with every request pays once.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use quay_core::auth::is_bcrypt;
+use quay_core::{
+    Actions, Authenticator, Authorizer, Error, ErrorKind, Identity, RepositoryName, Result, Secret,
+};
 use sha2::{Digest as _, Sha256};
-
-use super::{Actions, Authenticator, Authorizer, Identity, Secret};
-use crate::{Error, ErrorKind, RepositoryName, Result};
 
 /// Rights of one user on one namespace (a repository name prefix, whole path components; `*`
 /// is every repository).
@@ -75,11 +82,6 @@ pub fn parse_htpasswd(text: &str) -> Result<BTreeMap<String, String>> {
     Ok(users)
 }
 
-/// Whether `hash` looks like a bcrypt hash (`$2a$`, `$2b$` or `$2y$`, 60 characters).
-pub fn is_bcrypt(hash: &str) -> bool {
-    ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) && hash.len() == 60
-}
-
 /// Successful logins remembered (as digests), so bcrypt runs once per credential, not once per
 /// request.
 const CACHE_LIMIT: usize = 4096;
@@ -88,6 +90,8 @@ const CACHE_LIMIT: usize = 4096;
 pub struct StaticUsers {
     config: StaticUsersConfig,
     verified: Mutex<HashSet<[u8; 32]>>,
+    /// Password checks running at once, process-wide.
+    checks: Arc<tokio::sync::Semaphore>,
     /// Checked against when a user is unknown, so that an unknown user takes as long as a
     /// wrong password (a hash at the cost the configured hashes use).
     dummy_hash: String,
@@ -123,8 +127,39 @@ impl StaticUsers {
         Ok(StaticUsers {
             config,
             verified: Mutex::new(HashSet::new()),
+            checks: Arc::new(tokio::sync::Semaphore::new(Self::max_concurrent_checks())),
             dummy_hash,
         })
+    }
+
+    /// How many bcrypt checks run at once: one core fewer than the machine has (at least one),
+    /// so that a login flood cannot take every core from the requests of other users.
+    pub fn max_concurrent_checks() -> usize {
+        std::thread::available_parallelism()
+            .map(|n| n.get().saturating_sub(1))
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// Runs `bcrypt::verify` on the blocking pool, at most
+    /// [`StaticUsers::max_concurrent_checks`] at once.
+    async fn verify(&self, password: &Secret, hash: &str) -> Result<bool> {
+        let _permit = self
+            .checks
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::internal("the password check pool is closed"))?;
+        let (password, hash) = (password.clone(), hash.to_owned());
+        tokio::task::spawn_blocking(move || bcrypt::verify(password.expose(), &hash))
+            .await
+            .map_err(|e| Error::internal("a password check did not finish").with_source(e))?
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Config,
+                    "a configured password hash cannot be read",
+                )
+            })
     }
 
     /// The number of users.
@@ -178,7 +213,8 @@ fn pattern_matches(pattern: &str, name: &str) -> bool {
 impl Authenticator for StaticUsers {
     async fn authenticate(&self, username: &str, password: &Secret) -> Result<Option<Identity>> {
         let Some(hash) = self.config.users.get(username) else {
-            let _ = bcrypt::verify(password.expose(), &self.dummy_hash);
+            // As long as a wrong password takes, so that user names cannot be probed.
+            let _ = self.verify(password, &self.dummy_hash).await;
             return Ok(None);
         };
         let key = Self::cache_key(username, password, hash);
@@ -187,12 +223,7 @@ impl Authenticator for StaticUsers {
                 return Ok(Some(Identity::User(username.to_owned())));
             }
         }
-        let ok = bcrypt::verify(password.expose(), hash).map_err(|_| {
-            Error::new(
-                ErrorKind::Config,
-                format!("user {username}: the password hash cannot be read"),
-            )
-        })?;
+        let ok = self.verify(password, hash).await?;
         if !ok {
             return Ok(None);
         }
@@ -272,6 +303,7 @@ mod tests {
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .unwrap()
             .block_on(f)
@@ -376,6 +408,6 @@ mod tests {
         let mut bad = StaticUsersConfig::default();
         bad.users.insert("x".into(), "plain".into());
         assert!(StaticUsers::new(bad).is_err());
-        assert!(is_bcrypt(&super::tests::users().dummy_hash));
+        assert!(is_bcrypt(&tests::users().dummy_hash));
     }
 }
