@@ -87,7 +87,11 @@ async fn main() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
-        let _ = axum::serve(listener, quay_http::router(registry)).await;
+        let _ = axum::serve(
+            listener,
+            quay_http::Quay::builder(registry).build().router(),
+        )
+        .await;
     });
     let client = reqwest::Client::new();
     let base = format!("http://{addr}");

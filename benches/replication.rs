@@ -63,7 +63,7 @@ use quay_core::{
     RegistryConfig, RepositoryName, RetryPolicy, StorageEngine,
 };
 use quay_replication::worker::{ReplicationWorker, WorkerConfig};
-use quay_storage::config::build_location;
+use quay_storage::build_location;
 use quay_storage::testkit::postgres::{fresh_postgres, TestDatabase};
 use quay_storage::testkit::s3::S3TestServer;
 use quay_storage::{OpendalStorage, SqlJobQueue, SqlMetadataStore};

@@ -1,16 +1,13 @@
-//! Embedding the engine as a library, without HTTP, on the memory backends: the calls a
-//! downstream service makes. Run with `cargo run -p quay-examples --example embed`.
+//! The engine as a library, without HTTP, on memory backends: the calls a downstream service
+//! makes. Run with `cargo run -p quay-examples --example engine`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use quay_core::registry::BlobBody;
-use quay_core::{
-    ByteStream, Digest, LocationId, Reference, Registry, RegistryConfig, RepositoryName,
-    StorageEngine,
-};
+use quay_core::{ByteStream, Digest, Reference, Registry, RepositoryName};
+use quay_storage::layers::TimeoutLayer;
 use quay_storage::{OpendalStorage, SqlMetadataStore};
 
 fn stream_of(data: &'static [u8]) -> ByteStream {
@@ -24,16 +21,17 @@ fn stream_of(data: &'static [u8]) -> ByteStream {
 
 #[tokio::main]
 async fn main() -> quay_core::Result<()> {
-    // 1. Backends: an in-memory SQLite metadata store and one in-memory storage location.
+    // 1. The engine: an in-memory SQLite metadata store and one in-memory location, every
+    //    storage call bounded by 30 s.
     let metadata = SqlMetadataStore::connect("sqlite::memory:").await?;
-    let here: LocationId = "memory".parse()?;
-    let mut locations: BTreeMap<LocationId, Arc<dyn StorageEngine>> = BTreeMap::new();
-    locations.insert(here.clone(), Arc::new(OpendalStorage::memory("memory")?));
-    let registry = Registry::new(
-        Arc::new(metadata),
-        locations,
-        RegistryConfig::new(vec![here]),
-    )?;
+    let timeout = std::time::Duration::from_secs(30);
+    let registry = Registry::builder(Arc::new(metadata))
+        .location(
+            "memory".parse()?,
+            Arc::new(OpendalStorage::memory("memory")?),
+        )
+        .layer(TimeoutLayer::new(timeout, timeout))
+        .finish()?;
 
     // 2. Push a layer in two chunks, as a client would over PATCH, then finish with its digest.
     let repo: RepositoryName = "demo/app".parse()?;

@@ -63,6 +63,9 @@ ensure_azurite
 log "building the S3 test server the failover tests run as a separate process"
 cargo build -p quay-storage --features testkit --bin s3-test-server
 
+log "checking the monitoring assets (alert rules with promtool, the dashboard's metrics)"
+./scripts/check-monitoring.sh
+
 log "running the test suite"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo test --workspace --all-features --doc

@@ -445,7 +445,7 @@ fn redis_queue_survives_a_flush() {
             .await
             .unwrap();
         let sql = quay_storage::SqlJobQueue::new(&store, Default::default());
-        let server = quay_storage::config::RedisConfig {
+        let server = quay_core::config::RedisConfig {
             host: "127.0.0.1".into(),
             port: 6379,
             password: None,
@@ -456,7 +456,7 @@ fn redis_queue_survives_a_flush() {
         )
         .await
         .unwrap_or_else(|e| panic!("Redis is needed for this test: {e}"));
-        let moved = OutboxRelay::new(sql, redis.clone())
+        let moved = OutboxRelay::new(std::sync::Arc::new(sql), redis.clone())
             .run_once()
             .await
             .unwrap();
@@ -484,7 +484,7 @@ fn redis_queue_survives_a_flush() {
 fn clear_redis(regions: &Regions, prefix: &str) {
     regions.rt.block_on(async {
         use quay_replication::redis::{RedisJobQueue, RedisQueueConfig};
-        let server = quay_storage::config::RedisConfig {
+        let server = quay_core::config::RedisConfig {
             host: "127.0.0.1".into(),
             port: 6379,
             password: None,

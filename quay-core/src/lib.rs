@@ -1,19 +1,30 @@
 //! # quay-core
 //!
-//! The domain of the quay-rs registry engine: validated names and digests, manifest parsing,
-//! the error model, the pluggable traits, and the [`Registry`] engine that composes them.
+//! The domain of the quay-rs registry engine, with no I/O of its own:
 //!
-//! This crate does no I/O of its own. Storage locations ([`StorageEngine`]), the metadata
-//! store ([`MetadataStore`]) and health checks ([`HealthCheck`]) are traits implemented in other
-//! crates (`quay-storage` for OpenDAL and sea-orm) or by the embedding service.
+//! - validated names and digests ([`names`], [`digest`]), manifest parsing ([`manifest`]),
+//!   byte ranges, and the one error type ([`error`]);
+//! - the traits every backend implements: [`StorageEngine`] (one storage location),
+//!   [`MetadataStore`] (uploads, blobs, placements, manifests, and the job outbox),
+//!   [`JobQueue`], [`HealthCheck`], [`Authenticator`] and [`Authorizer`], with the Docker
+//!   token format ([`auth`]);
+//! - Quay's `config.yaml`, parsed and validated ([`config`]), readable by every crate;
+//! - the engine, [`Registry`], assembled by [`RegistryBuilder`]: storage layers applied in one
+//!   order ([`registry::layers`]), the per-location circuit breakers, placement routing for
+//!   reads and copies ([`registry::route`]), the verified copy ([`registry::copy`]), uploads,
+//!   manifests and tags.
 //!
 //! ```text
-//!   HTTP (quay-http) ──► Registry ──► MetadataStore  (uploads, blobs, placements, manifests)
-//!                            └──────► StorageEngine × locations (content-addressed objects)
+//!   HTTP (quay-http) ──► Registry ──► MetadataStore  (uploads, blobs, placements, manifests, outbox)
+//!   background ─────────┘    └──────► StorageEngine × locations (layered, content-addressed)
 //! ```
+//!
+//! Implementations live elsewhere: `quay-storage` (OpenDAL, sea-orm), `quay-replication`
+//! (Redis queue, background runner), `quay-http` (the HTTP API and the assembly of a server).
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod config;
 pub mod digest;
 pub mod error;
 pub mod health;
@@ -31,14 +42,14 @@ pub use error::{Error, ErrorKind, Result};
 pub use health::{BreakerConfig, HealthCheck, HealthStatus, HealthTracker, LocationState};
 pub use manifest::{media_types, parse_manifest, Descriptor, ManifestKind, ParsedManifest};
 pub use metadata::{
-    BlobCommit, BlobIndex, BlobRecord, LocationRemoval, LocationStats, ManifestIndex,
+    BlobCommit, BlobIndex, BlobRecord, JobOutbox, LocationRemoval, LocationStats, ManifestIndex,
     ManifestRecord, MetadataStore, NewManifest, Page, PlacementIndex, UploadPart, UploadRecord,
     UploadStore,
 };
 pub use names::{LocationId, Reference, RepositoryName, Tag};
 pub use queue::{FailOutcome, Job, JobKind, JobQueue, JobSpec, Lease, QueueStats, RetryPolicy};
 pub use range::ByteRange;
-pub use registry::{Registry, RegistryConfig};
+pub use registry::{Registry, RegistryBuilder, RegistryConfig};
 pub use storage::{
     ByteStream, EntryStream, ObjectEntry, ObjectMeta, StorageCapabilities, StorageEngine,
 };

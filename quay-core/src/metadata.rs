@@ -291,13 +291,32 @@ pub trait ManifestIndex: Send + Sync {
     async fn catalog(&self, last: Option<&str>, limit: u64) -> Result<Page>;
 }
 
+/// Where the jobs a store records go: the outbox contract.
+///
+/// # Behavior
+///
+/// - `commit_blob` records one [`JobKind::Replicate`](crate::JobKind::Replicate) job per
+///   location of `replicate_to` that lacks the blob, and `delete_blob_if_unreferenced` with
+///   `enqueue_deletes` one [`JobKind::Delete`](crate::JobKind::Delete) job per former location,
+///   in the same transaction as the write, into the queue `outbox` returns. A crash can
+///   therefore never leave a blob whose copies nobody will make or remove.
+/// - `outbox` returns that queue, or `None` for a store that records no jobs: the registry
+///   then refuses to turn replication on (a store that silently dropped its jobs would never
+///   replicate). A store that wraps another delegates `outbox` with the rest.
+/// - When replication runs on another queue (Redis), a relay moves the outbox's jobs there;
+///   the outbox is where they are recorded, never lost.
+pub trait JobOutbox: Send + Sync {
+    /// The queue that holds the jobs recorded with this store's commits and deletes.
+    fn outbox(&self) -> Option<std::sync::Arc<dyn crate::JobQueue>>;
+}
+
 /// The whole metadata store.
 pub trait MetadataStore:
-    UploadStore + BlobIndex + ManifestIndex + PlacementIndex + std::fmt::Debug
+    UploadStore + BlobIndex + ManifestIndex + PlacementIndex + JobOutbox + std::fmt::Debug
 {
 }
 
-impl<T: UploadStore + BlobIndex + ManifestIndex + PlacementIndex + std::fmt::Debug> MetadataStore
-    for T
+impl<T> MetadataStore for T where
+    T: UploadStore + BlobIndex + ManifestIndex + PlacementIndex + JobOutbox + std::fmt::Debug
 {
 }

@@ -170,6 +170,20 @@ pub trait JobQueue: Send + Sync + fmt::Debug {
     async fn heartbeat(&self, lease: &Lease, extend: Duration) -> Result<TimestampMs>;
     /// Removes a finished job.
     async fn complete(&self, lease: &Lease) -> Result<()>;
+    /// Removes finished jobs; returns how many were still held (a lost lease is skipped, not
+    /// an error). The default completes them one by one; a queue that can should do it in one
+    /// round trip.
+    async fn complete_all(&self, leases: &[Lease]) -> Result<u64> {
+        let mut done = 0;
+        for lease in leases {
+            match self.complete(lease).await {
+                Ok(()) => done += 1,
+                Err(e) if e.kind() == crate::ErrorKind::Conflict => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
     /// Records a failed attempt.
     async fn fail(&self, lease: &Lease, error: &str) -> Result<FailOutcome>;
     /// Releases a job for another try after `delay`, without counting the attempt.
@@ -178,6 +192,16 @@ pub trait JobQueue: Send + Sync + fmt::Debug {
     async fn stats(&self) -> Result<QueueStats>;
     /// Dead-lettered jobs, oldest first, at most `limit`.
     async fn dead_jobs(&self, limit: u64) -> Result<Vec<Job>>;
+    /// Puts every dead-lettered job back in the queue, due now, with its attempts reset;
+    /// returns how many. The default answers [`ErrorKind::Unsupported`].
+    ///
+    /// [`ErrorKind::Unsupported`]: crate::ErrorKind::Unsupported
+    async fn retry_dead(&self) -> Result<u64> {
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            "this queue cannot put dead jobs back",
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -387,7 +387,7 @@ fn client_address(req: &Request) -> Option<IpAddr> {
 
 /// The access check every `/v2/` request passes (a no-op when access control is off). It reads
 /// the request as [`crate::request::parse_once`] parsed it, and only that.
-pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(auth) = state.auth.clone() else {
         return next.run(req).await;
     };
@@ -578,7 +578,7 @@ fn tokens_off() -> Response {
 }
 
 /// `GET /v2/auth?service=…&scope=…`: a token for the Basic credentials given (or anonymous).
-pub async fn token_get(
+pub(crate) async fn token_get(
     State(state): State<AppState>,
     connect: Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
@@ -628,7 +628,7 @@ fn oauth_error(code: &str, status: StatusCode) -> Response {
 
 /// `POST /v2/auth` with an OAuth2 form: `grant_type=password`, `username`, `password`,
 /// `scope`, `service`.
-pub async fn token_post(
+pub(crate) async fn token_post(
     State(state): State<AppState>,
     connect: Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>,
     body: Body,

@@ -1,8 +1,32 @@
 //! # quay-http
 //!
 //! The OCI Distribution API v1.1 over HTTP, on axum and hyper, in front of a
-//! [`quay_core::Registry`]. [`router`] gives an [`axum::Router`] to serve or to nest into a
-//! larger application.
+//! [`quay_core::Registry`], and the assembly of a whole registry instance: [`Quay`].
+//!
+//! ```no_run
+//! # async fn run() -> quay_core::Result<()> {
+//! use quay_core::config::QuayConfig;
+//! use quay_http::{ConfigOptions, Quay};
+//!
+//! let config = QuayConfig::from_file("config.yaml".as_ref(), None)?;
+//! let quay = Quay::from_config(&config, &ConfigOptions::default()).await?;
+//! let app = axum::Router::new()
+//!     .route("/hello", axum::routing::get(|| async { "hello" }))
+//!     .merge(quay.oci_routes()) // /v2/…: no fallback, no ops routes
+//!     .nest("/quay", quay.ops_routes()); // /quay/health/…, /quay/metrics
+//! let background = quay.background().spawn(std::future::pending());
+//! # Ok(()) }
+//! ```
+//!
+//! - [`Quay::from_config`] does, from a Quay `config.yaml`, what `quay-server` does: the
+//!   metadata store, the locations with their layers, the queue, access control, TLS, health
+//!   checks and metrics. [`Quay::builder`] takes a [`Registry`] built by hand instead.
+//! - [`Quay::oci_routes`] is the OCI API (`/v2/…`) as a router with no fallback and no
+//!   operations routes, to merge into a host application; [`Quay::ops_routes`] holds
+//!   `/health/instance`, `/health/endtoend` and `/metrics`, to merge or nest; [`Quay::router`]
+//!   is both with an OCI `404` fallback, what `quay-server` serves.
+//! - [`Quay::background`] is the runner of every background duty
+//!   ([`quay_replication::Background`]); [`Quay::serve`] serves the router with TLS and limits.
 //!
 //! Every `/v2/` request is parsed once ([`request`]): the access check ([`auth::guard`]) and
 //! the handlers read that one parse, and a request whose meaning is ambiguous (a parameter the
@@ -15,40 +39,41 @@
 //! [`quay_core::manifest::MAX_MANIFEST_SIZE`].
 #![deny(missing_docs)]
 
+mod assemble;
 pub mod auth;
 pub mod body;
 pub mod error;
-pub mod health;
+mod ops;
+mod quay;
 pub mod request;
 mod routes;
+pub mod serve;
 pub mod users;
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
-use axum::Router;
-use quay_core::{ErrorKind, Registry};
+use axum::http::HeaderValue;
+use axum::response::Response;
+use quay_core::Registry;
+use quay_replication::HealthMonitor;
 
+pub use assemble::ConfigOptions;
+pub use ops::{prometheus, MetricsRender};
+pub use quay::{Quay, QuayBuilder};
 pub use request::{parse_path, Endpoint, OciRequest};
 
 /// The header every `/v2/` response carries.
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
 
-/// Renders the process's metrics in the Prometheus text format.
-pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
-
 /// What every handler can reach.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// The engine.
-    pub registry: Registry,
-    metrics: Option<MetricsRender>,
-    health: Option<Arc<health::HealthMonitor>>,
-    auth: Option<Arc<auth::AuthConfig>>,
-    body_limits: body::BodyLimits,
+    pub(crate) registry: Registry,
+    pub(crate) metrics: Option<MetricsRender>,
+    pub(crate) health: Arc<HealthMonitor>,
+    pub(crate) auth: Option<Arc<auth::AuthConfig>>,
+    pub(crate) body_limits: body::BodyLimits,
 }
 
 impl std::fmt::Debug for AppState {
@@ -63,72 +88,8 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// Optional parts of the HTTP frontend.
-#[derive(Clone, Default)]
-pub struct RouterOptions {
-    /// Serves `GET /metrics` from this renderer.
-    pub metrics: Option<MetricsRender>,
-    /// Serves `/health/instance` and `/health/endtoend` from this monitor's latest results.
-    pub health: Option<Arc<health::HealthMonitor>>,
-    /// Access control; `None` serves every request (for loopback development).
-    pub auth: Option<Arc<auth::AuthConfig>>,
-    /// How slowly a client may send a request body.
-    pub body_limits: body::BodyLimits,
-}
-
-/// The OCI Distribution API routes for `registry`.
-pub fn router(registry: Registry) -> Router {
-    router_with(registry, RouterOptions::default())
-}
-
-/// The OCI Distribution API routes for `registry`, with the optional parts of `options`.
-pub fn router_with(registry: Registry, options: RouterOptions) -> Router {
-    let state = AppState {
-        registry,
-        metrics: options.metrics,
-        health: options.health,
-        auth: options.auth,
-        body_limits: options.body_limits,
-    };
-    Router::new()
-        .route(
-            auth::TOKEN_PATH,
-            get(auth::token_get).post(auth::token_post),
-        )
-        .route("/v2", any(routes::dispatch))
-        .route("/v2/", any(routes::dispatch))
-        .route("/v2/{*rest}", any(routes::dispatch))
-        .route("/metrics", get(metrics))
-        .route("/health/instance", get(health::instance))
-        .route("/health/endtoend", get(health::endtoend))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::guard,
-        ))
-        .layer(axum::middleware::from_fn(request::parse_once))
-        .layer(axum::middleware::map_response(add_api_version))
-        .with_state(state)
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    match &state.metrics {
-        Some(render) => (
-            StatusCode::OK,
-            [("content-type", "text/plain; version=0.0.4")],
-            render(),
-        )
-            .into_response(),
-        None => not_found().await,
-    }
-}
-
 async fn add_api_version(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     resp
-}
-
-async fn not_found() -> Response {
-    error::ApiError::new(ErrorKind::NotFound, "no such endpoint").into_response()
 }

@@ -1,5 +1,7 @@
-//! Serving the router over plain HTTP or TLS (rustls), with limits on what a client may send
-//! before a handler runs: the size of the request head, and the time to send it.
+//! Serving a router over plain HTTP or TLS (rustls), with limits on what a client may send
+//! before a handler runs: the size of the request head, and the time to send it. Each request
+//! carries its client's address (`ConnectInfo<SocketAddr>`), which bounds password checks per
+//! client.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -164,4 +166,21 @@ pub async fn serve(
         warn!("requests still running after {DRAIN_TIMEOUT:?}; exiting anyway");
     }
     Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM (for binaries; a library user passes its own shutdown).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received, shutting down"),
+        _ = term.recv() => info!("SIGTERM received, shutting down"),
+    }
 }

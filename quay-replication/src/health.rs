@@ -1,22 +1,21 @@
-//! `/health/instance` and `/health/endtoend`, with Quay's response shape:
-//! `{"data": {"services": {NAME: bool}, "services_expanded": {NAME: {...}}}, "status_code": N}`.
+//! The health monitor behind `/health/instance` and `/health/endtoend`, with Quay's response
+//! shape: `{"data": {"services": {NAME: bool}, "services_expanded": {NAME: {...}}},
+//! "status_code": N}`.
 //!
-//! Checks run in the background on an interval ([`HealthMonitor::run`]); the endpoints answer
-//! from the latest results, so a load balancer polling every second does not probe every
-//! bucket every second. Storage probes also feed the engine's per-location circuit breakers.
+//! Checks run in the background on an interval ([`HealthMonitor::run`], a part of the
+//! [`Background`](crate::Background) runner); the endpoints answer from the latest results, so
+//! a load balancer polling every second does not probe every bucket every second. A storage
+//! probe goes through the location's layers, so its outcome feeds the location's circuit
+//! breaker like any other call; the gauge `quay_storage_location_up{location}` is 1 while the
+//! location's latest probe passed, 0 when it failed.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use quay_core::{HealthCheck, HealthStatus, HealthTracker, LocationId, Registry, StorageEngine};
 use serde_json::json;
-
-use crate::AppState;
 
 /// A storage location's probe: a cheap read, bounded in time, whose outcome also feeds the
 /// location's circuit breaker.
@@ -49,14 +48,22 @@ impl HealthCheck for StorageProbe {
     }
 
     async fn check(&self) -> HealthStatus {
+        // The location's health layer records the probe's outcome; a probe cut off here by its
+        // own bound never reached it, so that failure is recorded here.
         let result = match tokio::time::timeout(self.timeout, self.storage.probe()).await {
             Ok(r) => r,
-            Err(_) => Err(quay_core::Error::new(
-                quay_core::ErrorKind::Timeout,
-                format!("no answer within {:?}", self.timeout),
-            )),
+            Err(_) => {
+                let e = quay_core::Error::new(
+                    quay_core::ErrorKind::Timeout,
+                    format!("no answer within {:?}", self.timeout),
+                );
+                self.tracker.record_failure(&self.location, &e);
+                Err(e)
+            }
         };
-        self.tracker.record(&self.location, &result);
+        let up = result.is_ok();
+        metrics::gauge!("quay_storage_location_up", "location" => self.location.to_string())
+            .set(if up { 1.0 } else { 0.0 });
         match result {
             Ok(()) => HealthStatus::Healthy,
             Err(e) => HealthStatus::Failed(e.to_string()),
@@ -110,21 +117,11 @@ impl HealthMonitor {
         self
     }
 
-    /// The standard checks of a registry: `database` (critical everywhere), and one
-    /// `storage_<id>` per location: the first preferred location is critical, the others are
-    /// reported only on `/health/endtoend`.
-    pub fn for_registry(
-        registry: &Registry,
-        database: Arc<dyn HealthCheck>,
-        timeout: Duration,
-    ) -> Self {
-        let mut monitor = HealthMonitor::new(timeout).with_check(
-            database,
-            CheckRole {
-                instance: true,
-                endtoend_critical: true,
-            },
-        );
+    /// The storage checks of a registry: one `storage_<id>` per location, the first preferred
+    /// location critical on both endpoints, the others reported only on `/health/endtoend`.
+    /// Add the database's check (critical everywhere) with [`HealthMonitor::with_check`].
+    pub fn for_registry(registry: &Registry, timeout: Duration) -> Self {
+        let mut monitor = HealthMonitor::new(timeout);
         let preferred = registry.config().preference.first().cloned();
         for location in registry.locations().keys() {
             if let Some(probe) = StorageProbe::new(registry, location, timeout) {
@@ -187,8 +184,9 @@ impl HealthMonitor {
         }
     }
 
-    /// The response of `/health/instance` (`instance = true`) or `/health/endtoend`.
-    pub fn report(&self, instance: bool) -> (StatusCode, serde_json::Value) {
+    /// The response of `/health/instance` (`instance = true`) or `/health/endtoend`: the HTTP
+    /// status (200, or 503 when a critical check failed) and the body.
+    pub fn report(&self, instance: bool) -> (u16, serde_json::Value) {
         let latest = match self.latest.read() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -226,40 +224,23 @@ impl HealthMonitor {
                 json!({"status": up, "state": state, "message": message}),
             );
         }
-        let code = if ok {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
+        let code: u16 = if ok { 200 } else { 503 };
         (
             code,
             json!({
                 "data": {"services": services, "services_expanded": expanded},
-                "status_code": code.as_u16(),
+                "status_code": code,
             }),
         )
     }
-}
 
-fn respond(state: &AppState, instance: bool) -> Response {
-    match &state.health {
-        Some(monitor) => {
-            let (code, body) = monitor.report(instance);
-            (code, axum::Json(body)).into_response()
-        }
-        None => {
-            let body = json!({"data": {"services": {}}, "status_code": 200});
-            (StatusCode::OK, axum::Json(body)).into_response()
+    /// The latest result of every check, by name (checks not run yet are absent).
+    pub fn latest(&self) -> BTreeMap<String, HealthStatus> {
+        match self.latest.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
         }
     }
-}
-
-pub(crate) async fn instance(State(state): State<AppState>) -> Response {
-    respond(&state, true)
-}
-
-pub(crate) async fn endtoend(State(state): State<AppState>) -> Response {
-    respond(&state, false)
 }
 
 /// A job queue's health: one cheap call (its counts), bounded by the monitor's timeout.

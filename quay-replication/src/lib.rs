@@ -1,18 +1,23 @@
 //! # quay-replication
 //!
-//! Background replication of blobs between storage locations:
+//! The background work of a registry instance, written against `quay-core`'s traits only
+//! (no storage or database backend of its own):
 //!
-//! - job queues implementing [`quay_core::JobQueue`]: the SQL queue lives beside the schema in
-//!   `quay_storage::SqlJobQueue` (blob commits write their jobs in the same transaction);
-//!   [`redis`] holds the Redis queue and the relay that feeds it from that SQL outbox;
-//! - [`worker`]: claims jobs, copies blobs between locations with verification, records
-//!   placements, deletes copies;
+//! - [`Background`]: the one runner of every background duty, started together and stopped by
+//!   one shutdown signal;
+//! - [`worker`]: claims replication jobs and has the engine copy or remove blobs;
 //! - [`reconciler`]: finds blobs missing from a default location and enqueues them;
+//! - [`redis`]: the Redis job queue, and the relay that feeds it from the metadata store's
+//!   outbox (blob commits record their jobs there, in their own transaction);
+//! - [`health`]: the health monitor behind `/health/*`, with storage and queue probes;
 //! - [`status`]: how far replication has come.
 //!
-//! With the `testkit` feature, [`testkit`] holds the `JobQueue` conformance suite.
+//! The SQL job queue lives beside its schema, in `quay_storage::SqlJobQueue`. With the
+//! `testkit` feature, [`testkit`] holds the `JobQueue` conformance suite.
 #![deny(missing_docs)]
 
+pub mod background;
+pub mod health;
 pub mod metrics;
 pub mod reconciler;
 pub mod redis;
@@ -20,3 +25,6 @@ pub mod status;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod worker;
+
+pub use background::{Background, BackgroundHandle};
+pub use health::{CheckRole, HealthMonitor, QueueProbe, StorageProbe};

@@ -1,25 +1,20 @@
 //! The replication worker: claims jobs, copies blobs between locations with verification,
 //! records placements, and deletes copies of removed blobs.
 //!
-//! For a replication job the worker re-reads the blob's placements, picks as source the
-//! location nearest to it (its preference order) that holds the blob, streams the blob into
-//! the target while hashing it, checks size and digest of what was written, then records the
-//! placement. Object writes are atomic on every backend used here (temporary file and rename;
-//! a single PUT or a multipart upload that only appears on completion), so a worker killed
-//! mid-copy leaves no half-written object visible, and the job is claimed again when its lease
-//! runs out.
+//! The copy itself is the engine's: [`Registry::replicate_blob`] re-reads the blob's
+//! placements, picks as source the location nearest to this worker that holds the blob and is
+//! up (the engine's [`route`](Registry::route)), streams the blob into the target while
+//! hashing it ([`copy_blob`](quay_core::registry::copy::copy_blob)), and records the
+//! placement. The worker claims jobs under leases, keeps them alive with heartbeats, and
+//! reports each outcome to the queue. Object writes are atomic on every backend used here, so
+//! a worker killed mid-copy leaves no half-written object visible, and the job is claimed
+//! again when its lease runs out.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use quay_core::health::is_outage;
 use quay_core::metadata::now_ms;
-use quay_core::registry::route::order_placements;
-use quay_core::{
-    ByteStream, Digest, DigestHasher, Error, ErrorKind, FailOutcome, JobKind, JobQueue, Lease,
-    LocationId, Registry, Result, StorageEngine,
-};
+use quay_core::{Error, ErrorKind, FailOutcome, JobKind, JobQueue, Lease, Registry, Result};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -50,23 +45,8 @@ impl Default for WorkerConfig {
     }
 }
 
-/// What a job came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// A location it needs is down: try again later without counting the attempt.
-    Deferred(String),
-    /// A copy was made and recorded.
-    Copied {
-        /// The location read from.
-        source: LocationId,
-        /// Bytes copied.
-        bytes: u64,
-    },
-    /// A stored copy was deleted.
-    Deleted,
-    /// Nothing to do (blob deleted meanwhile, or already in place).
-    Noop,
-}
+/// What a job came to (the engine's outcome of a copy or removal).
+pub use quay_core::registry::ReplicaOutcome as Outcome;
 
 /// The replication worker.
 #[derive(Clone)]
@@ -233,248 +213,12 @@ impl ReplicationWorker {
     pub async fn process(&self, lease: &Lease) -> Result<Outcome> {
         let spec = &lease.job.spec;
         match spec.kind {
-            JobKind::Replicate => self.replicate(&spec.digest, &spec.target).await,
-            JobKind::Delete => self.delete(&spec.digest, &spec.target).await,
-        }
-    }
-
-    fn storage(&self, id: &LocationId) -> Result<Arc<dyn StorageEngine>> {
-        self.registry.locations().get(id).cloned().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Config,
-                format!("location {id} is not configured on this worker"),
-            )
-        })
-    }
-
-    async fn replicate(&self, digest: &Digest, target: &LocationId) -> Result<Outcome> {
-        let Some(blob) = self.registry.metadata().get_blob(digest).await? else {
-            return Ok(Outcome::Noop);
-        };
-        if blob.locations.contains(target) {
-            return Ok(Outcome::Noop);
-        }
-        let health = self.registry.health();
-        if !health.allow(target) {
-            return Ok(Outcome::Deferred(format!("target {target} is down")));
-        }
-        let target_storage = self.storage(target)?;
-        let sources: Vec<LocationId> =
-            order_placements(&self.registry.config().preference, &blob.locations)
-                .into_iter()
-                .filter(|l| l != target)
-                .collect();
-        let mut last: Option<Error> = None;
-        let mut down = Vec::new();
-        for source in sources {
-            let Ok(source_storage) = self.storage(&source) else {
-                continue;
-            };
-            if !health.allow(&source) {
-                down.push(source);
-                continue;
+            JobKind::Replicate => {
+                self.registry
+                    .replicate_blob(&spec.digest, &spec.target, self.config.verify_readback)
+                    .await
             }
-            match self
-                .copy(&source_storage, &target_storage, digest, blob.size)
-                .await
-            {
-                Ok(()) => {
-                    health.record_success(&source);
-                    health.record_success(target);
-                    if !self
-                        .registry
-                        .metadata()
-                        .add_placement(digest, target)
-                        .await?
-                    {
-                        // Deleted while we copied: take the copy back out.
-                        let _ = target_storage.delete(&digest.object_path()).await;
-                        return Ok(Outcome::Noop);
-                    }
-                    return Ok(Outcome::Copied {
-                        source,
-                        bytes: blob.size,
-                    });
-                }
-                Err(CopyError::Target(e)) => {
-                    health.record_failure(target, &e);
-                    if is_outage(&e) {
-                        return Ok(Outcome::Deferred(format!("target {target} failed: {e}")));
-                    }
-                    return Err(e.with_context("target", target));
-                }
-                Err(CopyError::Source(e)) => {
-                    health.record_failure(&source, &e);
-                    warn!(%digest, %source, %target, error = %e, "copy failed; trying another holder");
-                    last = Some(e.with_context("source", &source));
-                }
-            }
-        }
-        if last.is_none() && !down.is_empty() {
-            let names: Vec<&str> = down.iter().map(|l| l.as_str()).collect();
-            return Ok(Outcome::Deferred(format!(
-                "every holder is down: {}",
-                names.join(", ")
-            )));
-        }
-        if let Some(e) = &last {
-            if is_outage(e) && !down.is_empty() {
-                return Ok(Outcome::Deferred(format!("holders down or failing: {e}")));
-            }
-        }
-        Err(last.unwrap_or_else(|| {
-            Error::new(
-                ErrorKind::Unavailable,
-                format!("no configured location holds {digest}"),
-            )
-        }))
-    }
-
-    /// Streams one blob from `source` into `target`, hashing as it goes; a copy whose size or
-    /// digest is wrong is removed and reported.
-    async fn copy(
-        &self,
-        source: &Arc<dyn StorageEngine>,
-        target: &Arc<dyn StorageEngine>,
-        digest: &Digest,
-        size: u64,
-    ) -> std::result::Result<(), CopyError> {
-        let path = digest.object_path();
-        // The recorded size bounds the read. What is read is still hashed and its length
-        // checked below, so a source whose object is shorter or different fails.
-        let range = (size > 0).then_some(0..size);
-        let stream = source.read(&path, range).await.map_err(CopyError::Source)?;
-        let (stream, seen) = hashing(stream, digest, size);
-        let source_failed = seen.source_failed.clone();
-        // The known size lets an object store take the whole blob in one request.
-        let written = target.write_sized(&path, stream, size).await.map_err(|e| {
-            // An error that came out of the source stream is the source's.
-            if source_failed.load(std::sync::atomic::Ordering::SeqCst) {
-                CopyError::Source(e)
-            } else {
-                CopyError::Target(e)
-            }
-        })?;
-        let (bytes, got) = seen.take();
-        // `write_sized` succeeds only when the target stored exactly `size` bytes, and those
-        // bytes hashed to the digest on their way: no extra request is needed to trust the copy
-        // (`verify_readback` reads it back for the distrustful).
-        let verified = matches!(got, Some(d) if &d == digest && bytes == size && written == size);
-        let verified = verified
-            && (!self.config.verify_readback
-                || readback(target, digest).await.map_err(CopyError::Target)?);
-        if !verified {
-            let _ = target.delete(&path).await;
-            return Err(CopyError::Source(Error::new(
-                ErrorKind::DigestInvalid,
-                format!("copy of {digest} did not verify ({bytes} bytes read, {size} expected)"),
-            )));
-        }
-        Ok(())
-    }
-
-    async fn delete(&self, digest: &Digest, target: &LocationId) -> Result<Outcome> {
-        // The blob may have been pushed again since: then its copy is needed.
-        if let Some(blob) = self.registry.metadata().get_blob(digest).await? {
-            if blob.locations.contains(target) {
-                return Ok(Outcome::Noop);
-            }
-        }
-        let health = self.registry.health();
-        if !health.allow(target) {
-            return Ok(Outcome::Deferred(format!("target {target} is down")));
-        }
-        let deleted = self.storage(target)?.delete(&digest.object_path()).await;
-        health.record(target, &deleted);
-        match deleted {
-            Ok(()) => Ok(Outcome::Deleted),
-            Err(e) if is_outage(&e) => {
-                Ok(Outcome::Deferred(format!("target {target} failed: {e}")))
-            }
-            Err(e) => Err(e),
+            JobKind::Delete => self.registry.remove_copy(&spec.digest, &spec.target).await,
         }
     }
-}
-
-/// Which side of a copy failed.
-enum CopyError {
-    Source(Error),
-    Target(Error),
-}
-
-/// The bytes and digest seen by a [`hashing`] stream.
-struct Seen {
-    state: Arc<std::sync::Mutex<(u64, Option<DigestHasher>)>>,
-    source_failed: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Seen {
-    fn take(&self) -> (u64, Option<Digest>) {
-        let mut g = match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let bytes = g.0;
-        (bytes, g.1.take().map(DigestHasher::finish))
-    }
-}
-
-/// `stream`, hashed as it passes. At its end, a length other than `size` or another digest is
-/// an error of the source's (so a sized write fails and stores nothing, and the worker tries
-/// another holder).
-fn hashing(stream: ByteStream, digest: &Digest, size: u64) -> (ByteStream, Seen) {
-    let state = Arc::new(std::sync::Mutex::new((
-        0u64,
-        Some(DigestHasher::new(digest.algorithm())),
-    )));
-    let s = state.clone();
-    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let f = failed.clone();
-    let out = stream.map(move |chunk| {
-        let chunk = chunk.inspect_err(|_| f.store(true, std::sync::atomic::Ordering::SeqCst))?;
-        let mut g = match s.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        g.0 += chunk.len() as u64;
-        if let Some(h) = g.1.as_mut() {
-            h.update(&chunk);
-        }
-        Ok(chunk)
-    });
-    let (check, check_failed, expected) = (state.clone(), failed.clone(), digest.clone());
-    let tail = futures::stream::once(async move {
-        let (bytes, got) = {
-            let g = match check.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            (g.0, g.1.clone().map(DigestHasher::finish))
-        };
-        if bytes == size && got.as_ref() == Some(&expected) {
-            return None;
-        }
-        check_failed.store(true, std::sync::atomic::Ordering::SeqCst);
-        Some(Err(Error::new(
-            ErrorKind::DigestInvalid,
-            format!("the source's copy of {expected} does not verify ({bytes} bytes read, {size} expected)"),
-        )))
-    })
-    .filter_map(futures::future::ready);
-    (
-        Box::pin(out.chain(tail)),
-        Seen {
-            state,
-            source_failed: failed,
-        },
-    )
-}
-
-async fn readback(target: &Arc<dyn StorageEngine>, digest: &Digest) -> Result<bool> {
-    let mut stream = target.read(&digest.object_path(), None).await?;
-    let mut h = DigestHasher::new(digest.algorithm());
-    while let Some(chunk) = stream.next().await {
-        h.update(&chunk?);
-    }
-    Ok(&h.finish() == digest)
 }

@@ -6,11 +6,11 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use quay_core::config::RedisConfig;
 use quay_core::{Digest, ErrorKind, JobKind, JobQueue, JobSpec};
 use quay_replication::redis::{OutboxRelay, RedisJobQueue, RedisQueueConfig};
 use quay_replication::testkit::queue::{test_policy, QueueHarness};
 use quay_replication::testkit::redis::{connect, test_config, RedisQueueHarness};
-use quay_storage::config::RedisConfig;
 use quay_storage::testkit::metadata::fresh_sqlite;
 use quay_storage::SqlJobQueue;
 
@@ -203,7 +203,7 @@ async fn relay_moves_every_outbox_job_to_redis_once() {
     let sql_jobs = sql.claim(1, Duration::from_millis(1)).await.unwrap();
     sql.defer(&sql_jobs[0], Duration::ZERO).await.unwrap();
 
-    let relay = OutboxRelay::new(sql.clone(), redis.clone()).with_batch(100);
+    let relay = OutboxRelay::new(std::sync::Arc::new(sql.clone()), redis.clone()).with_batch(100);
     assert_eq!(relay.run_once().await.unwrap(), 1234);
     assert_eq!(relay.run_once().await.unwrap(), 0);
     assert_eq!(
@@ -249,7 +249,7 @@ async fn relay_keeps_the_commit_time_and_deduplicates_a_replay() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
 
-    let relay = OutboxRelay::new(sql.clone(), redis.clone());
+    let relay = OutboxRelay::new(std::sync::Arc::new(sql.clone()), redis.clone());
     assert_eq!(
         relay.run_once().await.unwrap(),
         1,
@@ -274,7 +274,7 @@ async fn concurrent_relays_lose_and_duplicate_nothing() {
         .unwrap();
     let jobs: Vec<JobSpec> = (0..600).map(|i| spec(&format!("blob-{i}"), "us")).collect();
     let relays: Vec<_> = (0..3)
-        .map(|_| OutboxRelay::new(sql.clone(), redis.clone()).with_batch(25))
+        .map(|_| OutboxRelay::new(std::sync::Arc::new(sql.clone()), redis.clone()).with_batch(25))
         .collect();
     // Jobs keep arriving while the relays run.
     let writer = async {
@@ -311,7 +311,7 @@ async fn relay_gives_the_batch_back_when_redis_is_down() {
     sql.enqueue(&[spec("a", "eu"), spec("b", "eu")])
         .await
         .unwrap();
-    let err = OutboxRelay::new(sql.clone(), down)
+    let err = OutboxRelay::new(std::sync::Arc::new(sql.clone()), down)
         .run_once()
         .await
         .unwrap_err();
@@ -335,7 +335,7 @@ async fn relay_run_stops_on_shutdown() {
         .unwrap();
     sql.enqueue(&[spec("a", "eu")]).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let relay = OutboxRelay::new(sql.clone(), redis.clone());
+    let relay = OutboxRelay::new(std::sync::Arc::new(sql.clone()), redis.clone());
     let task = tokio::spawn(relay.run(Duration::from_millis(20), async {
         let _ = stopped.await;
     }));

@@ -5,8 +5,9 @@
 
 use bytes::Bytes;
 use futures::stream;
+use quay_core::config::{AzureCredential, DriverConfig, Secret};
 use quay_core::{ErrorKind, LocationId};
-use quay_storage::config::{build_location, AzureCredential, DriverConfig, Secret};
+use quay_storage::build_location;
 use quay_storage::testkit::azure::{AzureFactory, AzuriteServer};
 
 quay_storage::storage_conformance_tests!(AzureFactory::start().await.expect("Azurite"));

@@ -6,8 +6,9 @@
 
 use bytes::Bytes;
 use futures::{stream, StreamExt};
+use quay_core::config::QuayConfig;
 use quay_core::{ErrorKind, LocationId, StorageEngine};
-use quay_storage::config::{build_location, QuayConfig};
+use quay_storage::build_location;
 use quay_storage::testkit::s3::{S3Factory, S3TestServer};
 
 quay_storage::storage_conformance_tests!(S3Factory::start().expect("S3 test server"));
@@ -57,9 +58,9 @@ async fn wrong_secret_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let server = S3TestServer::start(dir.path(), &["bkt"]).unwrap();
     let mut settings = server.s3_settings("bkt", "");
-    settings.secret_key = quay_storage::config::Secret::new("not-the-key");
+    settings.secret_key = quay_core::config::Secret::new("not-the-key");
     let id: LocationId = "us".parse().unwrap();
-    let engine = build_location(&id, &quay_storage::config::DriverConfig::S3(settings)).unwrap();
+    let engine = build_location(&id, &quay_core::config::DriverConfig::S3(settings)).unwrap();
     let err = engine.probe().await.unwrap_err();
     assert!(!format!("{err:?}").contains("not-the-key"), "{err:?}");
 }

@@ -10,10 +10,13 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use quay_core::{ErrorKind, LocationId};
+use quay_core::config::QuayConfig;
+use quay_core::{ErrorKind, JobQueue, LocationId};
+use quay_http::{ConfigOptions, Quay};
 use quay_replication::{reconciler, status};
 
 /// Admin tool of the quay-rs registry.
@@ -85,13 +88,22 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> quay_core::Result<ExitCode> {
+    let preference = std::env::var("QUAY_DISTRIBUTED_STORAGE_PREFERENCE").ok();
     let config = match &args.config {
-        Some(path) => quay_examples::load_config(path)?,
-        None => quay_examples::default_config(&args.data_dir)?,
+        Some(path) => QuayConfig::from_file(path, preference.as_deref())?,
+        None => QuayConfig::embedded_default(&args.data_dir)?,
     };
-    let opened = quay_examples::open_registry(&config, &args.data_dir).await?;
-    let metadata = opened.registry.metadata().clone();
-    let (queue, relay) = quay_examples::open_queues(&config, &opened.store).await?;
+    let options = ConfigOptions {
+        metrics: false,
+        ..ConfigOptions::new(args.config.as_deref(), &args.data_dir)
+    };
+    let quay = Quay::from_config(&config, &options).await?;
+    let registry = quay.registry();
+    let metadata = registry.metadata().clone();
+    let queue: Arc<dyn JobQueue> = registry
+        .queue()
+        .cloned()
+        .ok_or_else(|| quay_core::Error::internal("the metadata store has no job queue"))?;
     let defaults = config.default_locations.clone();
     match args.command {
         Command::Status {
@@ -123,11 +135,7 @@ async fn run(args: Args) -> quay_core::Result<ExitCode> {
         }
         Command::Backfill { retry_dead } => {
             if retry_dead {
-                let sql = quay_storage::SqlJobQueue::new(
-                    &opened.store,
-                    quay_examples::retry_policy(&config),
-                );
-                let n = sql.retry_dead().await?;
+                let n = queue.retry_dead().await?;
                 println!("{n} dead-lettered jobs put back in the queue");
             }
             let tty = std::io::stderr().is_terminal();
@@ -212,14 +220,20 @@ async fn run(args: Args) -> quay_core::Result<ExitCode> {
             if !config.replication {
                 eprintln!("quayctl: FEATURE_STORAGE_REPLICATION is off; the worker only deletes copies then");
             }
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            let tasks =
-                quay_examples::spawn_replication(&config, &opened.registry, queue, relay, rx);
-            quay_examples::shutdown_signal().await;
-            let _ = tx.send(true);
-            for t in tasks {
-                let _ = t.await;
-            }
+            let settings = &config.replication_settings;
+            let worker = quay_replication::worker::WorkerConfig {
+                concurrency: settings.workers,
+                lease: Duration::from_secs(settings.lease_secs),
+                ..Default::default()
+            };
+            let background = quay
+                .background()
+                .worker(worker)
+                .reconciler(Duration::from_secs(settings.reconcile_interval_secs))
+                .without_health()
+                .without_upload_expiry()
+                .spawn(quay_http::serve::shutdown_signal());
+            background.join().await;
             Ok(ExitCode::SUCCESS)
         }
     }

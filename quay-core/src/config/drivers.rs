@@ -15,17 +15,11 @@
 
 use std::fmt;
 use std::path::PathBuf;
-#[cfg(feature = "backends")]
-use std::sync::Arc;
 
-#[cfg(feature = "backends")]
-use quay_core::{LocationId, Result, StorageEngine};
 use serde_yaml::Value;
 
 use super::params::{opt, req, req_because, Kind, Param, Problems, Values};
 use super::settings::{AzureSettings, S3Settings, SwiftSettings};
-#[cfg(feature = "backends")]
-use crate::opendal::OpendalStorage;
 
 /// One location's driver and its validated parameters. `Debug` never shows a secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -258,25 +252,4 @@ impl DriverConfig {
             DriverConfig::Swift(_) => "SwiftStorage",
         }
     }
-}
-
-/// Builds the storage engine of one location. Nothing is contacted: a wrong endpoint or
-/// credential shows in the location's health probe, not here.
-#[cfg(feature = "backends")]
-pub fn build_location(id: &LocationId, config: &DriverConfig) -> Result<Arc<dyn StorageEngine>> {
-    let name = id.as_str();
-    let storage = match config {
-        DriverConfig::Local { storage_path } => OpendalStorage::fs(storage_path, name),
-        DriverConfig::Memory => OpendalStorage::memory(name),
-        DriverConfig::S3(s) => OpendalStorage::s3(s, name),
-        DriverConfig::Azure(s) => OpendalStorage::azure(s, name),
-        DriverConfig::Swift(s) => OpendalStorage::swift(s, name),
-    };
-    let storage = storage.map_err(|e| {
-        e.with_context(
-            "key",
-            format!("DISTRIBUTED_STORAGE_CONFIG.{id} ({})", config.driver_name()),
-        )
-    })?;
-    Ok(Arc::new(storage))
 }

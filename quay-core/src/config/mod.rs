@@ -14,11 +14,9 @@ mod settings;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use quay_core::{Error, ErrorKind, LocationId, Result};
+use crate::{Error, ErrorKind, LocationId, Result};
 use serde::Deserialize;
 
-#[cfg(feature = "backends")]
-pub use drivers::build_location;
 pub use drivers::{driver_names, DriverConfig};
 pub use params::Secret;
 pub use settings::{
@@ -312,6 +310,30 @@ impl Problems {
 }
 
 impl QuayConfig {
+    /// Reads and validates the `config.yaml` at `path` (see [`QuayConfig::from_yaml`]).
+    pub fn from_file(path: &std::path::Path, preference_override: Option<&str>) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("cannot read config file {}", path.display()),
+            )
+            .with_source(e)
+        })?;
+        QuayConfig::from_yaml(&text, preference_override)
+    }
+
+    /// The embedded default: one local location `local` under `<data_dir>/storage`, and (no
+    /// `DB_URI`) SQLite in `<data_dir>/metadata.db`.
+    pub fn embedded_default(data_dir: &std::path::Path) -> Result<Self> {
+        let storage = data_dir.join("storage");
+        let yaml = format!(
+            "DISTRIBUTED_STORAGE_CONFIG:\n  local:\n    - LocalStorage\n    - storage_path: {:?}\n\
+             DISTRIBUTED_STORAGE_PREFERENCE: [local]\nDISTRIBUTED_STORAGE_DEFAULT_LOCATIONS: [local]\n",
+            storage.to_string_lossy()
+        );
+        QuayConfig::from_yaml(&yaml, None)
+    }
+
     /// Parses and validates a `config.yaml`. `preference_override` is the value of
     /// `QUAY_DISTRIBUTED_STORAGE_PREFERENCE` (location ids separated by white space), if set.
     /// Every problem is reported at once, each naming its key.
@@ -511,7 +533,7 @@ fn check_auth(raw: &RawConfig, problems: &mut Problems) -> AuthSettings {
         permissions.insert(user.clone(), namespaces.clone());
     }
     for (user, hash) in &raw.QUAY_AUTH_USERS {
-        if !quay_core::auth::is_bcrypt(hash) {
+        if !crate::auth::is_bcrypt(hash) {
             problems.push(
                 &format!("QUAY_AUTH_USERS.{user}"),
                 "must be a bcrypt hash (htpasswd -nB USER, or python -c 'import bcrypt; ...')",

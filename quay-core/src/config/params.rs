@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_yaml::Value;
 
-pub use quay_core::Secret;
+pub use crate::auth::Secret;
 
 /// The type a parameter's value must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

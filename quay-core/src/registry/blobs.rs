@@ -5,7 +5,6 @@ use std::ops::Range;
 use futures::StreamExt;
 use tracing::{instrument, warn};
 
-use super::route::order_placements;
 use super::Registry;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
@@ -76,9 +75,10 @@ impl Registry {
             .ok_or_else(|| blob_unknown(digest))
     }
 
-    /// The order in which this instance reads the locations holding `blob`.
+    /// The order in which this instance reads the locations holding `blob` (whatever their
+    /// health; [`Registry::route`] skips those that are down).
     pub fn read_order(&self, blob: &BlobRecord) -> Vec<LocationId> {
-        order_placements(&self.inner.config.preference, &blob.locations)
+        super::route::order_placements(&self.inner.config.preference, &blob.locations)
     }
 
     /// Opens a blob for reading from the closest location that holds it, trying the next one
@@ -98,15 +98,8 @@ impl Registry {
         };
         let path = digest.object_path();
         let mut last_error: Option<Error> = None;
-        let mut skipped: Vec<LocationId> = Vec::new();
-        for location in self.read_order(&blob) {
-            let Ok(storage) = self.location(&location) else {
-                continue;
-            };
-            if !self.inner.health.allow(&location) {
-                skipped.push(location);
-                continue;
-            }
+        let mut route = self.route(&blob, None);
+        for (location, storage) in route.by_ref() {
             if !self.inner.config.proxy_storage && storage.capabilities().presign && range.is_none()
             {
                 match storage
@@ -128,10 +121,8 @@ impl Registry {
                     }
                 }
             }
-            let opened =
-                open_checked(storage.read(&path, range.clone()).await, blob.size == 0).await;
-            self.inner.health.record(&location, &opened);
-            match opened {
+            // The location's health layer counts the outcome.
+            match open_checked(storage.read(&path, range.clone()).await, blob.size == 0).await {
                 Ok(stream) => {
                     return Ok(BlobRead {
                         digest: digest.clone(),
@@ -146,6 +137,7 @@ impl Registry {
                 }
             }
         }
+        let skipped = route.skipped().to_vec();
         let mut message =
             format!("blob {digest} could not be read from any storage location that holds it");
         if !skipped.is_empty() {

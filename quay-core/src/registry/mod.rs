@@ -4,7 +4,11 @@
 //! it drives a [`MetadataStore`] and one [`StorageEngine`] per storage location.
 
 mod blobs;
+mod builder;
+pub mod copy;
+pub mod layers;
 mod manifests;
+mod replicate;
 pub mod route;
 mod stream;
 mod uploads;
@@ -18,10 +22,15 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::health::{BreakerConfig, HealthTracker};
 use crate::metadata::MetadataStore;
 use crate::names::LocationId;
+use crate::queue::JobQueue;
 use crate::storage::StorageEngine;
 
 pub use blobs::{BlobBody, BlobRead};
+pub use builder::RegistryBuilder;
+pub use layers::{HealthLayer, LayerOrder, StorageLayer};
 pub use manifests::{accepts, ManifestPut, TagPage};
+pub use replicate::ReplicaOutcome;
+pub use route::Route;
 pub use uploads::{UploadStatus, UploadSweep, TEMPORARY_PREFIX, UPLOADS_PREFIX};
 
 /// How the engine behaves, independent of which backends it runs on.
@@ -74,6 +83,11 @@ struct Inner {
     metadata: Arc<dyn MetadataStore>,
     locations: BTreeMap<LocationId, Arc<dyn StorageEngine>>,
     config: RegistryConfig,
+    /// The queue replication runs on: the metadata store's outbox, or one given to the
+    /// builder.
+    queue: Option<Arc<dyn JobQueue>>,
+    /// The metadata store's outbox.
+    outbox: Option<Arc<dyn JobQueue>>,
 }
 
 impl fmt::Debug for Registry {
@@ -89,8 +103,13 @@ impl fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// Builds an engine. Fails with [`ErrorKind::Config`] when the preference is empty or
-    /// names a location that is not in `locations`.
+    /// A builder over `metadata`: add locations, layers, a preference, replication.
+    pub fn builder(metadata: Arc<dyn MetadataStore>) -> RegistryBuilder {
+        RegistryBuilder::new(metadata)
+    }
+
+    /// Builds an engine with `config` and no layer but health accounting. Fails with
+    /// [`ErrorKind::Config`] as [`RegistryBuilder::finish`] does.
     pub fn new(
         metadata: Arc<dyn MetadataStore>,
         locations: BTreeMap<LocationId, Arc<dyn StorageEngine>>,
@@ -102,24 +121,23 @@ impl Registry {
                 "the storage preference names no location",
             ));
         }
-        for id in &config.preference {
-            if !locations.contains_key(id) {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "the storage preference names {id}, which is not a configured location"
-                    ),
-                ));
-            }
-        }
-        Ok(Registry {
-            inner: Arc::new(Inner {
-                health: Arc::new(HealthTracker::new(config.breaker.clone())),
-                metadata,
-                locations,
-                config,
-            }),
-        })
+        locations
+            .into_iter()
+            .fold(Registry::builder(metadata).config(config), |b, (id, e)| {
+                b.location(id, e)
+            })
+            .finish()
+    }
+
+    /// The queue replication runs on (the metadata store's outbox unless another was given),
+    /// when there is one.
+    pub fn queue(&self) -> Option<&Arc<dyn JobQueue>> {
+        self.inner.queue.as_ref()
+    }
+
+    /// The metadata store's outbox, where commits record their jobs.
+    pub fn outbox(&self) -> Option<&Arc<dyn JobQueue>> {
+        self.inner.outbox.as_ref()
     }
 
     /// The metadata store.
@@ -138,7 +156,7 @@ impl Registry {
         &self.inner.config
     }
 
-    /// The configured locations.
+    /// The configured locations, each wrapped in its layers.
     pub fn locations(&self) -> &BTreeMap<LocationId, Arc<dyn StorageEngine>> {
         &self.inner.locations
     }

@@ -1,6 +1,74 @@
-//! Read routing: in which order the locations holding a blob are tried.
+//! Placement routing, one type for reads, replication and repair: in which order the
+//! locations holding a blob are tried, and which are skipped because their circuit is open.
 
+use std::sync::Arc;
+
+use super::Registry;
+use crate::metadata::BlobRecord;
 use crate::names::LocationId;
+use crate::storage::StorageEngine;
+
+/// The locations to read a blob from, nearest first by this instance's preference, handed
+/// out one at a time: a location whose circuit is open is skipped (and noted in
+/// [`Route::skipped`]); one whose circuit is half-open is handed out as its one trial. Taking
+/// the next location only when the previous one failed keeps trials for the locations
+/// actually used.
+#[derive(Debug)]
+pub struct Route<'a> {
+    registry: &'a Registry,
+    order: std::vec::IntoIter<LocationId>,
+    skipped: Vec<LocationId>,
+}
+
+impl<'a> Route<'a> {
+    pub(super) fn new(
+        registry: &'a Registry,
+        blob: &BlobRecord,
+        exclude: Option<&LocationId>,
+    ) -> Self {
+        let order: Vec<LocationId> =
+            order_placements(&registry.inner.config.preference, &blob.locations)
+                .into_iter()
+                .filter(|l| Some(l) != exclude)
+                .collect();
+        Route {
+            registry,
+            order: order.into_iter(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Locations passed over so far because their circuit is open.
+    pub fn skipped(&self) -> &[LocationId] {
+        &self.skipped
+    }
+}
+
+impl Iterator for Route<'_> {
+    type Item = (LocationId, Arc<dyn StorageEngine>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        for location in self.order.by_ref() {
+            // A placement in a location this instance does not configure cannot be read here.
+            let Some(storage) = self.registry.inner.locations.get(&location) else {
+                continue;
+            };
+            if !self.registry.inner.health.allow(&location) {
+                self.skipped.push(location);
+                continue;
+            }
+            return Some((location, storage.clone()));
+        }
+        None
+    }
+}
+
+impl Registry {
+    /// The route to read `blob` from, without `exclude` (the target of a copy).
+    pub fn route(&self, blob: &BlobRecord, exclude: Option<&LocationId>) -> Route<'_> {
+        Route::new(self, blob, exclude)
+    }
+}
 
 /// Orders the locations that hold a blob for reading: those in `preference` first, in
 /// preference order, then the others in their given order. Every placement appears exactly

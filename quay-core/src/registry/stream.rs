@@ -1,6 +1,5 @@
 //! Stream adapters: hashing and counting bytes as they pass, concatenating objects.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -19,16 +18,9 @@ pub(crate) struct Tapped {
 #[derive(Debug, Clone)]
 pub(crate) struct TapHandle {
     state: Arc<Mutex<(u64, Option<DigestHasher>)>>,
-    input_failed: Arc<AtomicBool>,
 }
 
 impl TapHandle {
-    /// Whether the tapped stream itself yielded an error (the input failed, not whatever
-    /// consumed it).
-    pub fn input_failed(&self) -> bool {
-        self.input_failed.load(Ordering::SeqCst)
-    }
-
     /// Bytes seen and the digest of them (when hashing).
     pub fn finish(&self) -> Tapped {
         let mut guard = match self.state.lock() {
@@ -45,12 +37,10 @@ impl TapHandle {
 pub(crate) fn tap(stream: ByteStream, algorithm: Option<Algorithm>) -> (ByteStream, TapHandle) {
     let handle = TapHandle {
         state: Arc::new(Mutex::new((0, algorithm.map(DigestHasher::new)))),
-        input_failed: Arc::new(AtomicBool::new(false)),
     };
     let state = handle.state.clone();
-    let failed = handle.input_failed.clone();
     let out = stream.map(move |chunk| {
-        let chunk = chunk.inspect_err(|_| failed.store(true, Ordering::SeqCst))?;
+        let chunk = chunk?;
         let mut guard = match state.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),

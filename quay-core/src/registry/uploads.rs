@@ -147,14 +147,9 @@ impl Registry {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let (body, seen) = tap(body, Some(Algorithm::Sha256));
+        // The location's health layer counts what its backend answers; a client that stops
+        // sending, sends too slowly or goes away is not the location's fault.
         let written = storage.write(&path, body).await;
-        match &written {
-            // A client that stops sending, sends too slowly or goes away is not the location's
-            // fault: only what the storage backend itself answers counts for its health.
-            Err(_) if seen.input_failed() => {}
-            Err(e) => self.inner.health.record_failure(&rec.location, e),
-            Ok(_) => self.inner.health.record_success(&rec.location),
-        }
         if let Err(e) = written {
             remove_quietly(&storage, &path, &rec.location).await;
             return Err(e);

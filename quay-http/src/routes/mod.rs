@@ -84,6 +84,11 @@ pub(crate) async fn dispatch(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// The answer to a path no route serves.
+pub(crate) async fn not_found() -> Response {
+    ApiError::new(ErrorKind::NotFound, "no such endpoint").into_response()
+}
+
 fn base() -> Response {
     (
         StatusCode::OK,

@@ -106,11 +106,11 @@ impl Server {
         let mut config = RegistryConfig::new(vec![local]);
         config.max_uploads_per_repository = setup.max_uploads;
         let registry = Registry::new(Arc::new(metadata), locations, config).unwrap();
-        let options = quay_http::RouterOptions {
-            auth: setup.auth.clone(),
-            ..Default::default()
-        };
-        let app = quay_http::router_with(registry.clone(), options);
+        let mut quay = quay_http::Quay::builder(registry.clone());
+        if let Some(auth) = &setup.auth {
+            quay = quay.auth(auth.clone());
+        }
+        let app = quay.build().router();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {

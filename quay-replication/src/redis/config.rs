@@ -3,8 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use quay_core::config::RedisConfig;
 use quay_core::{Error, ErrorKind, Result};
-use quay_storage::config::RedisConfig;
 
 /// The key prefix used when none is given.
 pub const DEFAULT_PREFIX: &str = "quay:jobs:";

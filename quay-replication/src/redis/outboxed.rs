@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use quay_core::{FailOutcome, Job, JobQueue, JobSpec, Lease, QueueStats, Result};
-use quay_storage::SqlJobQueue;
+use std::sync::Arc;
 
 use super::RedisJobQueue;
 
@@ -14,12 +14,12 @@ use super::RedisJobQueue;
 #[derive(Debug, Clone)]
 pub struct OutboxedRedisQueue {
     redis: RedisJobQueue,
-    outbox: SqlJobQueue,
+    outbox: Arc<dyn JobQueue>,
 }
 
 impl OutboxedRedisQueue {
     /// Combines the Redis queue with the outbox that feeds it.
-    pub fn new(redis: RedisJobQueue, outbox: SqlJobQueue) -> Self {
+    pub fn new(redis: RedisJobQueue, outbox: Arc<dyn JobQueue>) -> Self {
         OutboxedRedisQueue { redis, outbox }
     }
 
@@ -29,7 +29,7 @@ impl OutboxedRedisQueue {
     }
 
     /// The SQL outbox.
-    pub fn outbox(&self) -> &SqlJobQueue {
+    pub fn outbox(&self) -> &Arc<dyn JobQueue> {
         &self.outbox
     }
 }
@@ -66,6 +66,9 @@ impl JobQueue for OutboxedRedisQueue {
                 (a, b) => a.or(b),
             },
         })
+    }
+    async fn retry_dead(&self) -> Result<u64> {
+        Ok(self.redis.retry_dead().await? + self.outbox.retry_dead().await?)
     }
     async fn dead_jobs(&self, limit: u64) -> Result<Vec<Job>> {
         let mut jobs = self.redis.dead_jobs(limit).await?;

@@ -39,7 +39,7 @@ const JOB_FIELDS: usize = 7;
 /// # async fn run() -> quay_core::Result<()> {
 /// use quay_core::{JobQueue, RetryPolicy};
 /// use quay_replication::redis::{RedisJobQueue, RedisQueueConfig};
-/// use quay_storage::config::RedisConfig;
+/// use quay_core::config::RedisConfig;
 ///
 /// let server = RedisConfig { host: "127.0.0.1".into(), port: 6379, password: None };
 /// let queue = RedisJobQueue::connect(&RedisQueueConfig::new(server), RetryPolicy::default()).await?;
@@ -267,6 +267,10 @@ fn jobs(op: &'static str, values: &[Option<String>]) -> Result<Vec<Job>> {
 
 #[async_trait]
 impl JobQueue for RedisJobQueue {
+    async fn retry_dead(&self) -> Result<u64> {
+        RedisJobQueue::retry_dead(self).await
+    }
+
     async fn enqueue(&self, jobs: &[JobSpec]) -> Result<u64> {
         self.add(jobs.iter().map(|spec| (spec, None))).await
     }

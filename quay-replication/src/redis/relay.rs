@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use quay_core::{JobQueue, JobSpec, Result};
-use quay_storage::SqlJobQueue;
+use std::sync::Arc;
 use tracing::{debug, warn};
 
 use super::RedisJobQueue;
@@ -19,7 +19,7 @@ use super::RedisJobQueue;
 /// Several relays may run at once (one per server): the SQL claim hands each job to one.
 #[derive(Debug, Clone)]
 pub struct OutboxRelay {
-    outbox: SqlJobQueue,
+    outbox: Arc<dyn JobQueue>,
     queue: RedisJobQueue,
     batch: usize,
     lease: Duration,
@@ -27,7 +27,7 @@ pub struct OutboxRelay {
 
 impl OutboxRelay {
     /// A relay from `outbox` to `queue`, 500 jobs at a time under a 60 s lease.
-    pub fn new(outbox: SqlJobQueue, queue: RedisJobQueue) -> Self {
+    pub fn new(outbox: Arc<dyn JobQueue>, queue: RedisJobQueue) -> Self {
         OutboxRelay {
             outbox,
             queue,

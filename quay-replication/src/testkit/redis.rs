@@ -7,8 +7,8 @@
 //! never skip.
 
 use async_trait::async_trait;
+use quay_core::config::RedisConfig;
 use quay_core::{Error, ErrorKind, Result, RetryPolicy};
-use quay_storage::config::RedisConfig;
 
 use super::queue::QueueHarness;
 use crate::redis::{RedisJobQueue, RedisQueueConfig};

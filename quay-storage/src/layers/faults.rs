@@ -7,8 +7,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use quay_core::registry::{LayerOrder, StorageLayer};
 use quay_core::{
-    ByteStream, EntryStream, Error, ErrorKind, ObjectMeta, Result, StorageCapabilities,
+    ByteStream, EntryStream, Error, ErrorKind, LocationId, ObjectMeta, Result, StorageCapabilities,
     StorageEngine,
 };
 
@@ -44,6 +45,44 @@ impl FaultSwitch {
         match self.0.read() {
             Ok(g) => *g,
             Err(p) => *p.into_inner(),
+        }
+    }
+}
+
+/// The [`StorageLayer`] of fault injection ([`LayerOrder::Faults`], right around the backend):
+/// the locations named get the fault of their switch; the others pass through.
+#[derive(Debug, Clone, Default)]
+pub struct FaultLayer {
+    switches: std::collections::BTreeMap<LocationId, FaultSwitch>,
+}
+
+impl FaultLayer {
+    /// No location faulted yet.
+    pub fn new() -> Self {
+        FaultLayer::default()
+    }
+
+    /// `location` takes the fault of `switch`.
+    #[must_use]
+    pub fn location(mut self, location: LocationId, switch: FaultSwitch) -> Self {
+        self.switches.insert(location, switch);
+        self
+    }
+}
+
+impl StorageLayer for FaultLayer {
+    fn order(&self) -> LayerOrder {
+        LayerOrder::Faults
+    }
+
+    fn layer(
+        &self,
+        location: &LocationId,
+        inner: Arc<dyn StorageEngine>,
+    ) -> Arc<dyn StorageEngine> {
+        match self.switches.get(location) {
+            Some(switch) => Arc::new(FaultyStorage::new(inner, switch.clone())),
+            None => inner,
         }
     }
 }

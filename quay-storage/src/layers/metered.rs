@@ -11,9 +11,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use quay_core::registry::{LayerOrder, StorageLayer};
 use quay_core::{
     ByteStream, EntryStream, LocationId, ObjectMeta, Result, StorageCapabilities, StorageEngine,
 };
+
+/// The [`StorageLayer`] that records every location's operations ([`LayerOrder::Metrics`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetricsLayer;
+
+impl StorageLayer for MetricsLayer {
+    fn order(&self) -> LayerOrder {
+        LayerOrder::Metrics
+    }
+
+    fn layer(
+        &self,
+        location: &LocationId,
+        inner: Arc<dyn StorageEngine>,
+    ) -> Arc<dyn StorageEngine> {
+        Arc::new(MeteredStorage::new(inner, location))
+    }
+}
 
 /// A storage engine that records operation latency.
 #[derive(Debug, Clone)]

@@ -19,10 +19,47 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::{Stream, StreamExt};
+use quay_core::registry::{LayerOrder, StorageLayer};
 use quay_core::{
-    ByteStream, EntryStream, Error, ErrorKind, ObjectMeta, Result, StorageCapabilities,
+    ByteStream, EntryStream, Error, ErrorKind, LocationId, ObjectMeta, Result, StorageCapabilities,
     StorageEngine,
 };
+
+/// The [`StorageLayer`] that bounds every location's calls ([`LayerOrder::Timeout`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutLayer {
+    op_timeout: Duration,
+    io_timeout: Duration,
+}
+
+impl TimeoutLayer {
+    /// Single operations bounded by `op_timeout`, streams by `io_timeout` of inactivity.
+    pub fn new(op_timeout: Duration, io_timeout: Duration) -> Self {
+        TimeoutLayer {
+            op_timeout,
+            io_timeout,
+        }
+    }
+}
+
+impl StorageLayer for TimeoutLayer {
+    fn order(&self) -> LayerOrder {
+        LayerOrder::Timeout
+    }
+
+    fn layer(
+        &self,
+        location: &LocationId,
+        inner: Arc<dyn StorageEngine>,
+    ) -> Arc<dyn StorageEngine> {
+        Arc::new(TimeoutStorage::new(
+            inner,
+            location.as_str(),
+            self.op_timeout,
+            self.io_timeout,
+        ))
+    }
+}
 
 /// A storage engine whose calls are bounded in time.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use opendal_http_transport_reqwest::ReqwestTransport;
 use quay_core::{Error, ErrorKind, Result};
 
 use super::{error, OpendalStorage};
-use crate::config::{AzureCredential, AzureSettings, S3Settings, SwiftSettings};
+use quay_core::config::{AzureCredential, AzureSettings, S3Settings, SwiftSettings};
 
 /// Idle connections are closed before servers close them: Node.js servers (Azurite) do after
 /// 5 s, and a request sent on a connection the server is closing fails.

@@ -76,6 +76,8 @@ pub use self::queue::SqlJobQueue;
 #[derive(Clone)]
 pub struct SqlMetadataStore {
     db: DatabaseConnection,
+    /// The retry policy of the outbox queue (its `replication_jobs` table).
+    policy: quay_core::RetryPolicy,
 }
 
 impl SqlMetadataStore {
@@ -104,7 +106,18 @@ impl SqlMetadataStore {
     /// schema up to date.
     pub async fn from_connection(db: DatabaseConnection) -> Result<Self> {
         migrations::migrate(&db).await?;
-        Ok(SqlMetadataStore { db })
+        Ok(SqlMetadataStore {
+            db,
+            policy: quay_core::RetryPolicy::default(),
+        })
+    }
+
+    /// The retry policy of the jobs recorded in this store's outbox (how many attempts before
+    /// a job is dead-lettered, and the back-off).
+    #[must_use]
+    pub fn with_retry_policy(mut self, policy: quay_core::RetryPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// The connection pool, to share with other components that use the same database.
@@ -148,6 +161,17 @@ impl SqlMetadataStore {
             _ => self.db.begin().await,
         };
         txn.map_err(|e| db_error(operation, e))
+    }
+}
+
+/// The outbox is the `replication_jobs` table, which [`SqlJobQueue`] works on: commits record
+/// their jobs there in their own transaction.
+impl quay_core::JobOutbox for SqlMetadataStore {
+    fn outbox(&self) -> Option<std::sync::Arc<dyn quay_core::JobQueue>> {
+        Some(std::sync::Arc::new(SqlJobQueue::new(
+            self,
+            self.policy.clone(),
+        )))
     }
 }
 

@@ -82,53 +82,6 @@ impl SqlJobQueue {
         self.db.get_database_backend()
     }
 
-    /// Puts every dead-lettered job back in the queue with its attempts reset. Returns how many.
-    pub async fn retry_dead(&self) -> Result<u64> {
-        let sql = format!(
-            "UPDATE replication_jobs SET state = 'pending', attempts = 0, not_before = {} \
-             WHERE state = 'dead'",
-            now_sql(self.backend())
-        );
-        let res = self
-            .db
-            .execute(stmt(self.backend(), &sql, Vec::new()))
-            .await
-            .map_err(|e| db_error("retry_dead", e))?;
-        Ok(res.rows_affected())
-    }
-
-    /// Completes many jobs at once (a relay moving a batch): removes each job whose lease is
-    /// still held, in a few statements. Returns how many were removed; a job whose lease was
-    /// lost is left to its new holder.
-    pub async fn complete_all(&self, leases: &[Lease]) -> Result<u64> {
-        let op = "complete_all";
-        let mut by_token: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-        for lease in leases {
-            by_token
-                .entry(lease.token.as_str())
-                .or_default()
-                .push(job_id(lease)?);
-        }
-        let mut removed = 0;
-        for (token, ids) in by_token {
-            for chunk in ids.chunks(500) {
-                let mut values: Vec<Value> = vec![token.to_owned().into()];
-                values.extend(chunk.iter().map(|id| Value::from(*id)));
-                let sql = format!(
-                    "DELETE FROM replication_jobs WHERE lease_token = $1 AND id IN {}",
-                    placeholders(2, chunk.len())
-                );
-                let res = self
-                    .db
-                    .execute(stmt(self.backend(), &sql, values))
-                    .await
-                    .map_err(|e| db_error(op, e))?;
-                removed += res.rows_affected();
-            }
-        }
-        Ok(removed)
-    }
-
     /// Claims up to `max` jobs in `state` (`pending`: due ones; `leased`: those whose lease
     /// ended), oldest due first, in one statement.
     async fn claim_from(
@@ -295,6 +248,53 @@ impl JobQueue for SqlJobQueue {
             .await?;
         row.try_get("", "lease_expires")
             .map_err(|e| db_error("heartbeat", e))
+    }
+
+    /// Completes many jobs at once (a relay moving a batch): removes each job whose lease is
+    /// still held, in a few statements. Returns how many were removed; a job whose lease was
+    /// lost is left to its new holder.
+    /// Puts every dead-lettered job back in the queue with its attempts reset. Returns how many.
+    async fn retry_dead(&self) -> Result<u64> {
+        let sql = format!(
+            "UPDATE replication_jobs SET state = 'pending', attempts = 0, not_before = {} \
+             WHERE state = 'dead'",
+            now_sql(self.backend())
+        );
+        let res = self
+            .db
+            .execute(stmt(self.backend(), &sql, Vec::new()))
+            .await
+            .map_err(|e| db_error("retry_dead", e))?;
+        Ok(res.rows_affected())
+    }
+
+    async fn complete_all(&self, leases: &[Lease]) -> Result<u64> {
+        let op = "complete_all";
+        let mut by_token: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for lease in leases {
+            by_token
+                .entry(lease.token.as_str())
+                .or_default()
+                .push(job_id(lease)?);
+        }
+        let mut removed = 0;
+        for (token, ids) in by_token {
+            for chunk in ids.chunks(500) {
+                let mut values: Vec<Value> = vec![token.to_owned().into()];
+                values.extend(chunk.iter().map(|id| Value::from(*id)));
+                let sql = format!(
+                    "DELETE FROM replication_jobs WHERE lease_token = $1 AND id IN {}",
+                    placeholders(2, chunk.len())
+                );
+                let res = self
+                    .db
+                    .execute(stmt(self.backend(), &sql, values))
+                    .await
+                    .map_err(|e| db_error(op, e))?;
+                removed += res.rows_affected();
+            }
+        }
+        Ok(removed)
     }
 
     async fn complete(&self, lease: &Lease) -> Result<()> {

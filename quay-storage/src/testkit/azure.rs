@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use quay_core::{Error, ErrorKind, LocationId, Result, StorageEngine};
 
 use super::storage::StorageFactory;
-use crate::config::{AzureCredential, AzureSettings, DriverConfig, Secret};
+use quay_core::config::{AzureCredential, AzureSettings, DriverConfig, Secret};
 
 /// The Azurite release the tests use.
 pub const AZURITE_VERSION: &str = "3.37.0";
@@ -355,6 +355,6 @@ impl StorageFactory for AzureFactory {
             self.server
                 .azure_settings(CONFORMANCE_CONTAINER, "quaydata"),
         );
-        crate::config::build_location(&id, &config)
+        crate::build_location(&id, &config)
     }
 }

@@ -1,6 +1,7 @@
 //! The conformance suite of [`MetadataStore`]: one small case per behaviour of the traits
-//! [`UploadStore`](quay_core::UploadStore), [`BlobIndex`](quay_core::BlobIndex) and
-//! [`ManifestIndex`](quay_core::ManifestIndex).
+//! [`UploadStore`](quay_core::UploadStore), [`BlobIndex`](quay_core::BlobIndex),
+//! [`ManifestIndex`](quay_core::ManifestIndex) and the outbox contract
+//! ([`JobOutbox`](quay_core::JobOutbox)).
 //!
 //! A backend joins the suite by implementing [`MetadataHarness`] (a fresh, isolated database per
 //! case) and expanding [`metadata_conformance_tests!`](crate::metadata_conformance_tests) in an
@@ -143,6 +144,7 @@ macro_rules! __metadata_cases {
             delete_unreferenced_blob_returns_its_locations
             delete_unknown_blob_returns_no_locations
             concurrent_commits_of_one_blob_succeed
+            commits_record_their_jobs_in_the_outbox
             put_manifest_by_tag_resolves_by_tag_and_digest
             put_manifest_by_digest_creates_no_tag
             put_same_manifest_twice_keeps_the_first

@@ -3,7 +3,8 @@
 //! binary, which fault-injection tests can kill for real).
 //!
 //! ```
-//! use quay_storage::config::{build_location, QuayConfig};
+//! use quay_storage::build_location;
+//! use quay_core::config::QuayConfig;
 //! use quay_storage::testkit::s3::S3TestServer;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -57,7 +58,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use tokio::sync::oneshot;
 
 use super::storage::StorageFactory;
-use crate::config::{DriverConfig, S3Settings, Secret};
+use quay_core::config::{DriverConfig, S3Settings, Secret};
 
 /// The access key of servers started without one.
 pub const DEFAULT_ACCESS_KEY: &str = "quay-test-access-key";
@@ -291,14 +292,14 @@ impl S3TestServer {
             root: storage_path.into(),
             access_key: self.access_key.clone(),
             secret_key: Secret::new(self.secret_key.clone()),
-            region: crate::config::DEFAULT_S3_REGION.into(),
+            region: quay_core::config::DEFAULT_S3_REGION.into(),
             endpoint: Some(self.endpoint.clone()),
             virtual_host_style: false,
         }
     }
 
     /// The same location as a driver configuration, for
-    /// [`build_location`](crate::config::build_location).
+    /// [`build_location`](crate::build_location).
     pub fn driver_config(&self, bucket: &str, storage_path: &str) -> DriverConfig {
         DriverConfig::S3(self.s3_settings(bucket, storage_path))
     }
@@ -471,7 +472,7 @@ impl StorageFactory for S3Factory {
     async fn create(&self) -> Result<Arc<dyn StorageEngine>> {
         let id: LocationId = "s3-conformance".parse()?;
         let config = self.server.driver_config(CONFORMANCE_BUCKET, "quaydata");
-        crate::config::build_location(&id, &config)
+        crate::build_location(&id, &config)
     }
 
     async fn fetch(&self, url: &str) -> Result<Bytes> {

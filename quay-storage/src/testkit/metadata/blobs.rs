@@ -249,3 +249,61 @@ pub async fn concurrent_commits_of_one_blob_succeed<H: MetadataHarness>(h: &H) -
     }
     Ok(())
 }
+
+/// The outbox contract: a commit that asks for replication records one job per target that
+/// lacks the blob, and a delete that asks for it one delete job per former location, in the
+/// queue the store's `outbox` returns.
+pub async fn commits_record_their_jobs_in_the_outbox<H: MetadataHarness>(h: &H) -> Result<()> {
+    use quay_core::{JobKind, JobOutbox};
+    let store = h.open().await?;
+    let Some(outbox) = store.outbox() else {
+        panic!(
+            "MetadataStore::outbox returned None: this store records no replication jobs, so a \
+             registry on it cannot replicate (a wrapper must delegate outbox() too)"
+        );
+    };
+    let mut commit = blob_commit("a", "layer", "us")?;
+    commit.replicate_to = vec![loc("eu")?, loc("ap")?];
+    store.commit_blob(&commit).await?;
+    // Committing again, or in another repository, records nothing twice.
+    store.commit_blob(&commit).await?;
+    let leases = outbox.claim(10, std::time::Duration::from_secs(60)).await?;
+    let mut jobs: Vec<(JobKind, String, String)> = leases
+        .iter()
+        .map(|l| {
+            (
+                l.job.spec.kind,
+                l.job.spec.digest.to_string(),
+                l.job.spec.target.to_string(),
+            )
+        })
+        .collect();
+    jobs.sort();
+    let d = blob_digest("layer").to_string();
+    assert_eq!(
+        jobs,
+        [
+            (JobKind::Replicate, d.clone(), "ap".to_owned()),
+            (JobKind::Replicate, d.clone(), "eu".to_owned()),
+        ],
+        "jobs recorded by the commit"
+    );
+    outbox.complete_all(&leases).await?;
+    assert!(
+        store
+            .unlink_blob(&repo("a")?, &blob_digest("layer"))
+            .await?
+    );
+    let former = store
+        .delete_blob_if_unreferenced(&blob_digest("layer"), true)
+        .await?;
+    assert_eq!(former, Some(vec![loc("us")?]));
+    let leases = outbox.claim(10, std::time::Duration::from_secs(60)).await?;
+    let deletes: Vec<(JobKind, String)> = leases
+        .iter()
+        .map(|l| (l.job.spec.kind, l.job.spec.target.to_string()))
+        .collect();
+    assert_eq!(deletes, [(JobKind::Delete, "us".to_owned())], "delete jobs");
+    outbox.complete_all(&leases).await?;
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Making and removing copies of a blob in a location: what a replication job does, as one
+//! operation of the engine (the worker, repairs and push-time durability call it).
+
+use tracing::warn;
+
+use super::copy::{copy_blob, CopyError};
+use super::Registry;
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::health::is_outage;
+use crate::names::LocationId;
+
+/// What a replication or removal came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaOutcome {
+    /// A location it needs is down: try again later, without counting an attempt.
+    Deferred(String),
+    /// A copy was made, verified and recorded.
+    Copied {
+        /// The location read from.
+        source: LocationId,
+        /// Bytes copied.
+        bytes: u64,
+    },
+    /// A stored copy was deleted.
+    Deleted,
+    /// Nothing to do (the blob was deleted meanwhile, or is already in place).
+    Noop,
+}
+
+impl Registry {
+    /// Copies `digest` into `target` from the nearest healthy location holding it, verified
+    /// on the way ([`copy_blob`]), and records the placement. A holder that fails or holds a
+    /// corrupt copy is passed over for the next; when the target or every holder is down, the
+    /// outcome is [`ReplicaOutcome::Deferred`]. With `readback`, the copy is read back too.
+    pub async fn replicate_blob(
+        &self,
+        digest: &Digest,
+        target: &LocationId,
+        readback: bool,
+    ) -> Result<ReplicaOutcome> {
+        let Some(blob) = self.inner.metadata.get_blob(digest).await? else {
+            return Ok(ReplicaOutcome::Noop);
+        };
+        if blob.locations.contains(target) {
+            return Ok(ReplicaOutcome::Noop);
+        }
+        if !self.inner.health.allow(target) {
+            return Ok(ReplicaOutcome::Deferred(format!("target {target} is down")));
+        }
+        let target_storage = self.location(target)?.clone();
+        let mut route = self.route(&blob, Some(target));
+        let mut last: Option<Error> = None;
+        for (source, source_storage) in route.by_ref() {
+            match copy_blob(
+                &source_storage,
+                &target_storage,
+                digest,
+                blob.size,
+                readback,
+            )
+            .await
+            {
+                Ok(()) => {
+                    if !self.inner.metadata.add_placement(digest, target).await? {
+                        // Deleted while we copied: take the copy back out.
+                        let _ = target_storage.delete(&digest.object_path()).await;
+                        return Ok(ReplicaOutcome::Noop);
+                    }
+                    return Ok(ReplicaOutcome::Copied {
+                        source,
+                        bytes: blob.size,
+                    });
+                }
+                Err(CopyError::Target(e)) => {
+                    if is_outage(&e) {
+                        return Ok(ReplicaOutcome::Deferred(format!(
+                            "target {target} failed: {e}"
+                        )));
+                    }
+                    return Err(e.with_context("target", target));
+                }
+                Err(CopyError::Source(e)) => {
+                    warn!(%digest, %source, %target, error = %e, "copy failed; trying another holder");
+                    last = Some(e.with_context("source", &source));
+                }
+            }
+        }
+        let down = route.skipped().to_vec();
+        if last.is_none() && !down.is_empty() {
+            let names: Vec<&str> = down.iter().map(|l| l.as_str()).collect();
+            return Ok(ReplicaOutcome::Deferred(format!(
+                "every holder is down: {}",
+                names.join(", ")
+            )));
+        }
+        if let Some(e) = &last {
+            if is_outage(e) && !down.is_empty() {
+                return Ok(ReplicaOutcome::Deferred(format!(
+                    "holders down or failing: {e}"
+                )));
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("no configured location holds {digest}"),
+            )
+        }))
+    }
+
+    /// Deletes the copy of a removed blob from `target`; a no-op when the blob was pushed
+    /// again and `target` holds it; deferred while `target` is down.
+    pub async fn remove_copy(
+        &self,
+        digest: &Digest,
+        target: &LocationId,
+    ) -> Result<ReplicaOutcome> {
+        // The blob may have been pushed again since: then its copy is needed.
+        if let Some(blob) = self.inner.metadata.get_blob(digest).await? {
+            if blob.locations.contains(target) {
+                return Ok(ReplicaOutcome::Noop);
+            }
+        }
+        if !self.inner.health.allow(target) {
+            return Ok(ReplicaOutcome::Deferred(format!("target {target} is down")));
+        }
+        match self.location(target)?.delete(&digest.object_path()).await {
+            Ok(()) => Ok(ReplicaOutcome::Deleted),
+            Err(e) if is_outage(&e) => Ok(ReplicaOutcome::Deferred(format!(
+                "target {target} failed: {e}"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+}

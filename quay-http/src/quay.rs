@@ -1,0 +1,288 @@
+//! [`Quay`]: one registry instance assembled, with its routes, its background duties and its
+//! server.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{any, get};
+use axum::Router;
+use quay_core::{HealthCheck, Registry, Result};
+use quay_replication::redis::OutboxRelay;
+use quay_replication::worker::WorkerConfig;
+use quay_replication::{Background, CheckRole, HealthMonitor};
+
+use crate::auth::AuthConfig;
+use crate::body::BodyLimits;
+use crate::serve::ServeOptions;
+use crate::{add_api_version, auth, ops, request, routes, AppState, MetricsRender};
+
+/// Default seconds between health probes.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// Default bound on one health check.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default idle time after which an upload session expires.
+const UPLOAD_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+/// Default interval of the reconciler.
+const RECONCILE_EVERY: Duration = Duration::from_secs(300);
+
+/// A registry instance: the engine, access control, health, metrics, and what runs in the
+/// background. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Quay {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: AppState,
+    health_interval: Duration,
+    serve: ServeOptions,
+    worker: Option<WorkerConfig>,
+    reconcile_every: Option<Duration>,
+    relay: Option<OutboxRelay>,
+    upload_expiry: Option<Duration>,
+}
+
+/// Builds a [`Quay`] around a [`Registry`].
+pub struct QuayBuilder {
+    registry: Registry,
+    auth: Option<Arc<AuthConfig>>,
+    metrics: Option<MetricsRender>,
+    checks: Vec<(Arc<dyn HealthCheck>, CheckRole)>,
+    health_timeout: Duration,
+    health_interval: Duration,
+    body_limits: BodyLimits,
+    serve: ServeOptions,
+    worker: Option<WorkerConfig>,
+    reconcile_every: Option<Duration>,
+    relay: Option<OutboxRelay>,
+    upload_expiry: Option<Duration>,
+}
+
+impl Quay {
+    /// A builder around `registry`. With replication on, the background runner gets the
+    /// replication worker and the reconciler by default; upload expiry (one day) and health
+    /// probes of every location (every 2 s) are on too.
+    pub fn builder(registry: Registry) -> QuayBuilder {
+        let replication = registry.config().replication;
+        QuayBuilder {
+            auth: None,
+            metrics: None,
+            checks: Vec::new(),
+            health_timeout: HEALTH_TIMEOUT,
+            health_interval: HEALTH_INTERVAL,
+            body_limits: BodyLimits::default(),
+            serve: ServeOptions::default(),
+            worker: replication.then(WorkerConfig::default),
+            reconcile_every: replication.then_some(RECONCILE_EVERY),
+            relay: None,
+            upload_expiry: Some(UPLOAD_EXPIRY),
+            registry,
+        }
+    }
+
+    /// The engine.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.state.registry
+    }
+
+    /// The health monitor behind `/health/*`.
+    pub fn health(&self) -> &Arc<HealthMonitor> {
+        &self.inner.state.health
+    }
+
+    /// Access control, when it is on.
+    pub fn auth(&self) -> Option<&Arc<AuthConfig>> {
+        self.inner.state.auth.as_ref()
+    }
+
+    /// How the server serves (TLS, limits).
+    pub fn serve_options(&self) -> &ServeOptions {
+        &self.inner.serve
+    }
+
+    /// The OCI Distribution API: `/v2/`, `/v2/_catalog`, `/v2/<name>/…` and the token endpoint
+    /// `/v2/auth`, behind the one parse of each request and the access check. No fallback and
+    /// no operations routes, so it merges into a host application's router.
+    pub fn oci_routes(&self) -> Router {
+        let state = self.inner.state.clone();
+        Router::new()
+            .route(
+                auth::TOKEN_PATH,
+                get(auth::token_get).post(auth::token_post),
+            )
+            .route("/v2", any(routes::dispatch))
+            .route("/v2/", any(routes::dispatch))
+            .route("/v2/{*rest}", any(routes::dispatch))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::guard,
+            ))
+            .layer(axum::middleware::from_fn(request::parse_once))
+            .layer(axum::middleware::map_response(add_api_version))
+            .with_state(state)
+    }
+
+    /// `/health/instance` and `/health/endtoend` (Quay's shape), and `/metrics` when a
+    /// metrics renderer is set. Open to everyone (load balancers, scrapers). Nest it under a
+    /// prefix when the host application has routes of these names.
+    pub fn ops_routes(&self) -> Router {
+        let state = self.inner.state.clone();
+        let mut router = Router::new()
+            .route("/health/instance", get(ops::instance))
+            .route("/health/endtoend", get(ops::endtoend));
+        if state.metrics.is_some() {
+            router = router.route("/metrics", get(ops::metrics));
+        }
+        router.with_state(state)
+    }
+
+    /// Both route sets with an OCI `404 NAME_UNKNOWN`-style fallback: what `quay-server`
+    /// serves.
+    pub fn router(&self) -> Router {
+        self.oci_routes()
+            .merge(self.ops_routes())
+            .fallback(routes::not_found)
+    }
+
+    /// The background runner with this instance's duties switched on (see
+    /// [`Background`]); switch parts off before [`spawn`](Background::spawn)ing it.
+    pub fn background(&self) -> Background {
+        let mut background = Background::new(self.registry().clone())
+            .health(self.health().clone(), self.inner.health_interval);
+        if let Some(worker) = &self.inner.worker {
+            background = background.worker(worker.clone());
+        }
+        if let Some(every) = self.inner.reconcile_every {
+            background = background.reconciler(every);
+        }
+        if let Some(relay) = &self.inner.relay {
+            background = background.relay(relay.clone());
+        }
+        if let Some(after) = self.inner.upload_expiry {
+            background = background.upload_expiry(after);
+        }
+        background
+    }
+
+    /// Runs every health check once (the background runner refreshes them after).
+    pub async fn refresh_health(&self) {
+        self.health().refresh().await;
+    }
+
+    /// Serves [`Quay::router`] on `listener` (with TLS when configured) until `shutdown`
+    /// resolves, then waits a bounded time for requests in flight.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        crate::serve::serve(listener, self.router(), self.inner.serve.clone(), shutdown).await
+    }
+}
+
+impl std::fmt::Debug for QuayBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let checks: Vec<&str> = self.checks.iter().map(|(c, _)| c.name()).collect();
+        f.debug_struct("QuayBuilder")
+            .field("registry", &self.registry)
+            .field("auth", &self.auth)
+            .field("metrics", &self.metrics.is_some())
+            .field("checks", &checks)
+            .field("body_limits", &self.body_limits)
+            .field("serve", &self.serve)
+            .field("worker", &self.worker)
+            .field("reconcile_every", &self.reconcile_every)
+            .field("upload_expiry", &self.upload_expiry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuayBuilder {
+    /// Turns access control on.
+    pub fn auth(mut self, auth: Arc<AuthConfig>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Serves `/metrics` from `render` (e.g. [`crate::prometheus`]).
+    pub fn metrics(mut self, render: MetricsRender) -> Self {
+        self.metrics = Some(render);
+        self
+    }
+
+    /// Adds a health check (the database's, a queue's) beside the storage probes.
+    pub fn health_check(mut self, check: Arc<dyn HealthCheck>, role: CheckRole) -> Self {
+        self.checks.push((check, role));
+        self
+    }
+
+    /// How often the health checks run (2 s), and the bound on each (10 s).
+    pub fn health_timing(mut self, every: Duration, timeout: Duration) -> Self {
+        self.health_interval = every;
+        self.health_timeout = timeout;
+        self
+    }
+
+    /// How slowly a client may send a request body.
+    pub fn body_limits(mut self, limits: BodyLimits) -> Self {
+        self.body_limits = limits;
+        self
+    }
+
+    /// TLS and request-head limits of [`Quay::serve`].
+    pub fn serve_options(mut self, options: ServeOptions) -> Self {
+        self.serve = options;
+        self
+    }
+
+    /// The replication worker's settings (`None`: no worker in the background runner).
+    pub fn worker(mut self, worker: Option<WorkerConfig>) -> Self {
+        self.worker = worker;
+        self
+    }
+
+    /// How often the reconciler runs (`None`: not at all).
+    pub fn reconcile_every(mut self, every: Option<Duration>) -> Self {
+        self.reconcile_every = every;
+        self
+    }
+
+    /// A relay from the outbox to the replication queue, for the background runner.
+    pub fn relay(mut self, relay: Option<OutboxRelay>) -> Self {
+        self.relay = relay;
+        self
+    }
+
+    /// How long an idle upload session lives (`None`: forever).
+    pub fn upload_expiry(mut self, after: Option<Duration>) -> Self {
+        self.upload_expiry = after;
+        self
+    }
+
+    /// The instance.
+    pub fn build(self) -> Quay {
+        let monitor = self.checks.into_iter().fold(
+            HealthMonitor::for_registry(&self.registry, self.health_timeout),
+            |monitor, (check, role)| monitor.with_check(check, role),
+        );
+        Quay {
+            inner: Arc::new(Inner {
+                state: AppState {
+                    registry: self.registry,
+                    metrics: self.metrics,
+                    health: Arc::new(monitor),
+                    auth: self.auth,
+                    body_limits: self.body_limits,
+                },
+                health_interval: self.health_interval,
+                serve: self.serve,
+                worker: self.worker,
+                reconcile_every: self.reconcile_every,
+                relay: self.relay,
+                upload_expiry: self.upload_expiry,
+            }),
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! [`Background`]: every duty a registry instance runs besides answering requests, as one set
+//! of tasks started together and stopped by one shutdown signal.
+//!
+//! | part | what it does | on by default in `from_config` |
+//! |---|---|---|
+//! | worker | claims replication and delete jobs and does them ([`ReplicationWorker`]) | with replication |
+//! | reconciler | enqueues every missing copy, every interval ([`reconciler`](crate::reconciler)) | with replication |
+//! | relay | moves jobs from the metadata store's outbox to another queue (Redis) | with a Redis queue |
+//! | health | runs the health checks behind `/health/*` ([`HealthMonitor`]) | yes |
+//! | upload expiry | removes idle upload sessions and upload leftovers | yes |
+//!
+//! Each part is switched on with a method and off with its `without_` twin, then
+//! [`Background::spawn`] starts them. A part that needs a queue (worker, reconciler) is
+//! skipped when the registry has none (replication off).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quay_core::metadata::now_ms;
+use quay_core::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::health::HealthMonitor;
+use crate::redis::OutboxRelay;
+use crate::worker::{ReplicationWorker, WorkerConfig};
+
+/// How often the relay moves the outbox.
+const RELAY_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The longest pause between two passes of the upload expiry.
+const EXPIRY_PASS_MAX: Duration = Duration::from_secs(600);
+
+/// The background duties of one registry instance; see the [module docs](self).
+#[derive(Debug)]
+pub struct Background {
+    registry: Registry,
+    worker: Option<WorkerConfig>,
+    reconcile_every: Option<Duration>,
+    relay: Option<OutboxRelay>,
+    health: Option<(Arc<HealthMonitor>, Duration)>,
+    upload_expiry: Option<Duration>,
+}
+
+impl Background {
+    /// No part switched on yet.
+    pub fn new(registry: Registry) -> Self {
+        Background {
+            registry,
+            worker: None,
+            reconcile_every: None,
+            relay: None,
+            health: None,
+            upload_expiry: None,
+        }
+    }
+
+    /// Runs the replication worker on the registry's queue.
+    #[must_use]
+    pub fn worker(mut self, config: WorkerConfig) -> Self {
+        self.worker = Some(config);
+        self
+    }
+
+    /// No replication worker in this process (another runs it, e.g. `quayctl worker`).
+    #[must_use]
+    pub fn without_worker(mut self) -> Self {
+        self.worker = None;
+        self
+    }
+
+    /// Runs the reconciler every `every`.
+    #[must_use]
+    pub fn reconciler(mut self, every: Duration) -> Self {
+        self.reconcile_every = Some(every);
+        self
+    }
+
+    /// No reconciler.
+    #[must_use]
+    pub fn without_reconciler(mut self) -> Self {
+        self.reconcile_every = None;
+        self
+    }
+
+    /// Runs `relay` from the outbox to the replication queue.
+    #[must_use]
+    pub fn relay(mut self, relay: OutboxRelay) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    /// No outbox relay.
+    #[must_use]
+    pub fn without_relay(mut self) -> Self {
+        self.relay = None;
+        self
+    }
+
+    /// Refreshes `monitor`'s checks every `every`.
+    #[must_use]
+    pub fn health(mut self, monitor: Arc<HealthMonitor>, every: Duration) -> Self {
+        self.health = Some((monitor, every));
+        self
+    }
+
+    /// No health checks (the `/health/*` answers stay as they are).
+    #[must_use]
+    pub fn without_health(mut self) -> Self {
+        self.health = None;
+        self
+    }
+
+    /// Removes upload sessions idle for `after`, with their data, and upload leftovers
+    /// untouched for as long.
+    #[must_use]
+    pub fn upload_expiry(mut self, after: Duration) -> Self {
+        self.upload_expiry = Some(after);
+        self
+    }
+
+    /// No upload expiry.
+    #[must_use]
+    pub fn without_upload_expiry(mut self) -> Self {
+        self.upload_expiry = None;
+        self
+    }
+
+    /// Starts the parts switched on; they stop when `shutdown` resolves or the handle's
+    /// [`stop`](BackgroundHandle::stop) is called.
+    pub fn spawn(self, shutdown: impl Future<Output = ()> + Send + 'static) -> BackgroundHandle {
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
+        let until = || stopped_future(stopped.clone());
+        let queue = self.registry.queue().cloned();
+        if let Some(relay) = self.relay {
+            tasks.push(("relay", tokio::spawn(relay.run(RELAY_INTERVAL, until()))));
+        }
+        match (self.worker, &queue) {
+            (Some(config), Some(queue)) => {
+                let worker = ReplicationWorker::new(self.registry.clone(), queue.clone(), config);
+                tasks.push(("worker", tokio::spawn(worker.run(until()))));
+            }
+            (Some(_), None) => info!("replication is off: no replication worker"),
+            _ => {}
+        }
+        if let (Some(every), Some(queue)) = (self.reconcile_every, &queue) {
+            let reconcile = crate::reconciler::run(
+                self.registry.metadata().clone(),
+                queue.clone(),
+                self.registry.config().default_locations.clone(),
+                every,
+                until(),
+            );
+            tasks.push(("reconciler", tokio::spawn(reconcile)));
+        }
+        if let Some((monitor, every)) = self.health {
+            tasks.push((
+                "health",
+                tokio::spawn(monitor.run(every.max(Duration::from_millis(100)), until())),
+            ));
+        }
+        if let Some(after) = self.upload_expiry {
+            tasks.push((
+                "upload expiry",
+                tokio::spawn(expire_uploads(self.registry.clone(), after, until())),
+            ));
+        }
+        // The shutdown signal given here stops everything too.
+        let signal = stop.clone();
+        let watcher = tokio::spawn(async move {
+            shutdown.await;
+            let _ = signal.send(true);
+        });
+        BackgroundHandle {
+            stop,
+            tasks,
+            watcher,
+        }
+    }
+}
+
+/// The running background duties.
+#[derive(Debug)]
+pub struct BackgroundHandle {
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    watcher: JoinHandle<()>,
+}
+
+impl BackgroundHandle {
+    /// The names of the running parts.
+    pub fn parts(&self) -> Vec<&'static str> {
+        self.tasks.iter().map(|(name, _)| *name).collect()
+    }
+
+    /// Stops every part and waits for them (a running replication job is finished first).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.join().await;
+    }
+
+    /// Waits until every part has stopped (after the shutdown signal).
+    pub async fn join(self) {
+        for (name, task) in self.tasks {
+            if let Err(e) = task.await {
+                warn!(part = name, error = %e, "a background task ended abnormally");
+            }
+        }
+        self.watcher.abort();
+    }
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped_future(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Every `min(after, 10 min)`, removes upload sessions idle for `after` and upload leftovers.
+async fn expire_uploads(registry: Registry, after: Duration, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let every = EXPIRY_PASS_MAX.min(after.max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let cutoff = now_ms() - i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        match registry.expire_uploads(cutoff).await {
+            Ok(sweep) if sweep.is_empty() => {}
+            Ok(sweep) => info!(
+                sessions = sweep.sessions,
+                orphaned = sweep.orphaned_sessions,
+                temporary_files = sweep.temporary_files,
+                "removed abandoned uploads"
+            ),
+            Err(e) => warn!(error = %e, "upload expiry failed"),
+        }
+    }
+}
