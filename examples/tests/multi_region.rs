@@ -496,3 +496,74 @@ fn clear_redis(regions: &Regions, prefix: &str) {
         queue.delete_all().await.unwrap();
     });
 }
+
+/// Issue 12: two regions on one PostgreSQL. Push to us, replicate, delete the tag, wait out a
+/// short time-machine window: `quayctl gc --dry-run` prints what will go, `quayctl gc` removes
+/// it, and the servers' workers delete the copies from both buckets; a second image, still
+/// tagged, keeps every blob in both.
+#[test]
+fn garbage_collection_empties_both_buckets() {
+    let regions = Regions::new(
+        true,
+        "FEATURE_GARBAGE_COLLECTION: true\nGARBAGE_COLLECTION_FREQUENCY: 3600\n\
+         PUSH_TEMP_TAG_EXPIRATION_SEC: 1\nDEFAULT_TAG_EXPIRATION: 3s\n",
+    );
+    let us = regions.server("usstorage", true);
+    let _eu = regions.server("eustorage", true);
+    let work = regions.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let gone = build_oci_layout(&work.join("gone"), "v1", 2);
+    let kept = build_oci_layout(&work.join("kept"), "v1", 1);
+    push(&work, &us, &gone, "geo/gone");
+    push(&work, &us, &kept, "geo/kept");
+    regions.quayctl_ok(
+        &["status", "--wait", "--timeout", "120"],
+        Duration::from_secs(150),
+    );
+    for d in blob_digests(&gone).iter().chain(blob_digests(&kept).iter()) {
+        assert!(Regions::holds(&regions.us_s3, d) && Regions::holds(&regions.eu_s3, d));
+    }
+    // Delete the tag (not the manifest): the time machine keeps it for 3 s.
+    let resp = us.request("DELETE", "/v2/geo/gone/manifests/v1", &[], None);
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let early = regions.quayctl_ok(&["gc", "--dry-run"], Duration::from_secs(60));
+    assert!(early.contains("blobs would remove: 0"), "{early}");
+    std::thread::sleep(Duration::from_secs(4));
+    let dry = regions.quayctl_ok(&["gc", "--dry-run"], Duration::from_secs(60));
+    println!("{dry}");
+    let count = blob_digests(&gone).len();
+    assert!(dry.contains("manifests would remove: 1"), "{dry}");
+    assert!(
+        dry.contains(&format!("blobs would remove: {count}")),
+        "{dry}"
+    );
+    assert!(dry.contains(&format!("usstorage: {count} copies")), "{dry}");
+    assert!(dry.contains(&format!("eustorage: {count} copies")), "{dry}");
+    for d in blob_digests(&gone) {
+        assert!(Regions::holds(&regions.us_s3, &d), "a dry run removed {d}");
+    }
+    let done = regions.quayctl_ok(&["gc"], Duration::from_secs(60));
+    assert!(done.contains(&format!("blobs removed: {count}")), "{done}");
+    // The servers' workers run the delete jobs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let left = || {
+        blob_digests(&gone)
+            .into_iter()
+            .filter(|d| Regions::holds(&regions.us_s3, d) || Regions::holds(&regions.eu_s3, d))
+            .count()
+    };
+    while left() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        left(),
+        0,
+        "blobs of the deleted image are still stored:\n{}",
+        us.log()
+    );
+    for d in blob_digests(&kept) {
+        assert!(Regions::holds(&regions.us_s3, &d) && Regions::holds(&regions.eu_s3, &d));
+    }
+    let pulled = work.join("kept-pulled");
+    pull(&work, &us, "geo/kept", "v1", &pulled);
+}

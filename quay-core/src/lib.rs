@@ -27,6 +27,7 @@ pub mod auth;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod gc;
 pub mod health;
 pub mod manifest;
 pub mod metadata;
@@ -39,6 +40,7 @@ pub mod storage;
 pub use auth::{Actions, Authenticator, Authorizer, Identity, Secret};
 pub use digest::{Algorithm, Digest, DigestHasher};
 pub use error::{Error, ErrorKind, Result};
+pub use gc::{CollectedBlob, GarbageIndex, GcCutoffs, TagHistoryEntry};
 pub use health::{BreakerConfig, HealthCheck, HealthStatus, HealthTracker, LocationState};
 pub use manifest::{media_types, parse_manifest, Descriptor, ManifestKind, ParsedManifest};
 pub use metadata::{

@@ -80,6 +80,11 @@ pub struct BlobCommit {
     /// Locations the blob must be replicated to: one replication job is recorded, in the same
     /// transaction, for each of them that does not hold the blob yet.
     pub replicate_to: Vec<LocationId>,
+    /// [`PlacementIndex::removals`] of the blob in `location` as read before the caller looked
+    /// at the blob's placements and put its object in place (or found one there), or `None`
+    /// for no check. A removal of a copy there since then may have deleted that object: the
+    /// commit is then refused (`Unavailable`), and the client pushes again.
+    pub removals_seen: Option<u64>,
 }
 
 /// A manifest as stored.
@@ -213,8 +218,13 @@ pub struct LocationRemoval {
 ///
 /// # Behavior
 ///
-/// - `add_placement` records a verified copy; it returns false (and records nothing) when the
-///   blob no longer exists.
+/// - `add_placement` records a verified copy, written after `removals` answered
+///   `removals_seen`; it returns false (and records nothing) when the blob no longer exists,
+///   and fails with `Unavailable` when a removal of a former copy there was recorded since (the
+///   copy may have been deleted with it).
+/// - `record_removed_copy` counts a deletion of the copy of a blob in a location (by a delete
+///   job); `removals` reads the count (0 when none). A store may forget counts older than a
+///   day.
 /// - `missing_placements` pages through blobs (by digest, after `after`) that lack a placement
 ///   in at least one of `targets`, with the targets they lack; it is set-based, one query per
 ///   page.
@@ -223,8 +233,18 @@ pub struct LocationRemoval {
 ///   location; otherwise it removes the location's placements and its pending jobs.
 #[async_trait]
 pub trait PlacementIndex: Send + Sync {
-    /// Records that `location` holds a verified copy of `digest`.
-    async fn add_placement(&self, digest: &Digest, location: &LocationId) -> Result<bool>;
+    /// Records that `location` holds a verified copy of `digest`, written after
+    /// [`removals`](Self::removals) answered `removals_seen`.
+    async fn add_placement(
+        &self,
+        digest: &Digest,
+        location: &LocationId,
+        removals_seen: u64,
+    ) -> Result<bool>;
+    /// Counts a deletion of the copy of `digest` in `location`.
+    async fn record_removed_copy(&self, digest: &Digest, location: &LocationId) -> Result<()>;
+    /// How many deletions of the copy of `digest` in `location` were counted.
+    async fn removals(&self, digest: &Digest, location: &LocationId) -> Result<u64>;
     /// Blobs lacking a copy in some of `targets`, after `after`, at most `limit`.
     async fn missing_placements(
         &self,
@@ -247,6 +267,13 @@ pub struct NewManifest {
     pub record: ManifestRecord,
     /// The tag to point at it, if pushed by tag.
     pub tag: Option<Tag>,
+    /// The blobs of the repository it references (config and layers, foreign layers
+    /// excepted): each must be linked into the repository, else the store refuses the manifest
+    /// with `Conflict` (the link may have been collected since the caller checked).
+    pub blobs: Vec<Digest>,
+    /// The manifests of the repository it lists (an index's children): each must exist, else
+    /// `Conflict`.
+    pub children: Vec<Digest>,
 }
 
 /// Manifests, tags, referrers and the catalog.
@@ -254,7 +281,9 @@ pub struct NewManifest {
 /// # Behavior
 ///
 /// - `put_manifest` is one transaction: the repository (created if new), the manifest (kept
-///   when the same digest exists), and the tag (moved when it pointed elsewhere).
+///   when the same digest exists, its push time renewed), its references to blobs and child
+///   manifests, and the tag (moved when it pointed elsewhere, the former target recorded in the
+///   tag history).
 /// - `get_manifest` resolves a tag or a digest within the repository.
 /// - `delete_manifest` removes the manifest and every tag pointing at it.
 /// - `list_tags` returns `None` for an unknown repository; pages are sorted and start after
@@ -312,11 +341,23 @@ pub trait JobOutbox: Send + Sync {
 
 /// The whole metadata store.
 pub trait MetadataStore:
-    UploadStore + BlobIndex + ManifestIndex + PlacementIndex + JobOutbox + std::fmt::Debug
+    UploadStore
+    + BlobIndex
+    + ManifestIndex
+    + PlacementIndex
+    + JobOutbox
+    + crate::gc::GarbageIndex
+    + std::fmt::Debug
 {
 }
 
 impl<T> MetadataStore for T where
-    T: UploadStore + BlobIndex + ManifestIndex + PlacementIndex + JobOutbox + std::fmt::Debug
+    T: UploadStore
+        + BlobIndex
+        + ManifestIndex
+        + PlacementIndex
+        + JobOutbox
+        + crate::gc::GarbageIndex
+        + std::fmt::Debug
 {
 }

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use quay_core::auth::TokenKey;
 use quay_core::config::{QuayConfig, QueueBackend};
+use quay_core::registry::GcPolicy;
 use quay_core::{Actions, Error, ErrorKind, JobQueue, Registry, Result, RetryPolicy};
+use quay_replication::collector::CollectorConfig;
 use quay_replication::redis::{OutboxRelay, OutboxedRedisQueue, RedisJobQueue, RedisQueueConfig};
 use quay_replication::worker::WorkerConfig;
 use quay_replication::{CheckRole, QueueProbe};
@@ -209,7 +211,9 @@ impl Quay {
                     .then(|| Duration::from_secs(settings.reconcile_interval_secs)),
             )
             .relay(relay)
-            .upload_expiry(Some(options.upload_expiry));
+            .upload_expiry(Some(options.upload_expiry))
+            .clean_upload_folder(config.gc.clean_upload_folder)
+            .collector(collector_config(config));
         if let Some(queue) = redis_probe {
             // Reported on /health/endtoend; a Redis outage delays replication but fails nothing.
             quay = quay.health_check(
@@ -227,6 +231,31 @@ impl Quay {
             quay = quay.metrics(crate::prometheus()?);
         }
         Ok(quay)
+    }
+}
+
+/// The garbage collector's settings (`FEATURE_GARBAGE_COLLECTION` and the keys around it).
+pub fn collector_config(config: &QuayConfig) -> Option<CollectorConfig> {
+    let gc = &config.gc;
+    gc.enabled.then(|| CollectorConfig {
+        policy: gc_policy(config),
+        every: Duration::from_secs(gc.frequency_secs),
+        orphans: (gc.orphan_sweep_interval_secs > 0).then(|| {
+            (
+                Duration::from_secs(gc.orphan_grace_secs),
+                Duration::from_secs(gc.orphan_sweep_interval_secs),
+            )
+        }),
+    })
+}
+
+/// What a collection pass may collect, from the configuration (no orphan sweep, not dry).
+pub fn gc_policy(config: &QuayConfig) -> GcPolicy {
+    GcPolicy {
+        tag_expiration: Duration::from_secs(config.gc.tag_expiration_secs),
+        push_protection: Duration::from_secs(config.gc.push_protection_secs),
+        orphan_grace: None,
+        dry_run: false,
     }
 }
 

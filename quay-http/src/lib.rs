@@ -57,7 +57,7 @@ use axum::response::Response;
 use quay_core::Registry;
 use quay_replication::HealthMonitor;
 
-pub use assemble::ConfigOptions;
+pub use assemble::{collector_config, gc_policy, ConfigOptions};
 pub use ops::{prometheus, MetricsRender};
 pub use quay::{Quay, QuayBuilder};
 pub use request::{parse_path, Endpoint, OciRequest};

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::routing::{any, get};
 use axum::Router;
 use quay_core::{HealthCheck, Registry, Result};
+use quay_replication::collector::CollectorConfig;
 use quay_replication::redis::OutboxRelay;
 use quay_replication::worker::WorkerConfig;
 use quay_replication::{Background, CheckRole, HealthMonitor};
@@ -42,6 +43,8 @@ struct Inner {
     reconcile_every: Option<Duration>,
     relay: Option<OutboxRelay>,
     upload_expiry: Option<Duration>,
+    clean_upload_folder: bool,
+    collector: Option<CollectorConfig>,
 }
 
 /// Builds a [`Quay`] around a [`Registry`].
@@ -58,6 +61,8 @@ pub struct QuayBuilder {
     reconcile_every: Option<Duration>,
     relay: Option<OutboxRelay>,
     upload_expiry: Option<Duration>,
+    clean_upload_folder: bool,
+    collector: Option<CollectorConfig>,
 }
 
 impl Quay {
@@ -78,6 +83,8 @@ impl Quay {
             reconcile_every: replication.then_some(RECONCILE_EVERY),
             relay: None,
             upload_expiry: Some(UPLOAD_EXPIRY),
+            clean_upload_folder: true,
+            collector: None,
             registry,
         }
     }
@@ -161,7 +168,10 @@ impl Quay {
             background = background.relay(relay.clone());
         }
         if let Some(after) = self.inner.upload_expiry {
-            background = background.upload_expiry(after);
+            background = background.upload_expiry(after, self.inner.clean_upload_folder);
+        }
+        if let Some(collector) = &self.inner.collector {
+            background = background.collector(collector.clone());
         }
         background
     }
@@ -195,6 +205,7 @@ impl std::fmt::Debug for QuayBuilder {
             .field("worker", &self.worker)
             .field("reconcile_every", &self.reconcile_every)
             .field("upload_expiry", &self.upload_expiry)
+            .field("collector", &self.collector)
             .finish_non_exhaustive()
     }
 }
@@ -261,6 +272,23 @@ impl QuayBuilder {
         self
     }
 
+    /// Sweep upload leftovers that no session owns (Quay's `CLEAN_BLOB_UPLOAD_FOLDER`, on by
+    /// default).
+    pub fn clean_upload_folder(mut self, on: bool) -> Self {
+        self.clean_upload_folder = on;
+        self
+    }
+
+    /// Runs the garbage collector in the background runner. Its blob deletions go through
+    /// delete jobs, so the replication worker is switched on too when it was not.
+    pub fn collector(mut self, collector: Option<CollectorConfig>) -> Self {
+        if collector.is_some() && self.worker.is_none() {
+            self.worker = Some(WorkerConfig::default());
+        }
+        self.collector = collector;
+        self
+    }
+
     /// The instance.
     pub fn build(self) -> Quay {
         let monitor = self.checks.into_iter().fold(
@@ -282,6 +310,8 @@ impl QuayBuilder {
                 reconcile_every: self.reconcile_every,
                 relay: self.relay,
                 upload_expiry: self.upload_expiry,
+                clean_upload_folder: self.clean_upload_folder,
+                collector: self.collector,
             }),
         }
     }

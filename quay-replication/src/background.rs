@@ -8,6 +8,7 @@
 //! | relay | moves jobs from the metadata store's outbox to another queue (Redis) | with a Redis queue |
 //! | health | runs the health checks behind `/health/*` ([`HealthMonitor`]) | yes |
 //! | upload expiry | removes idle upload sessions and upload leftovers | yes |
+//! | collector | garbage collection passes and the orphan sweep ([`collector`](crate::collector)) | with `FEATURE_GARBAGE_COLLECTION` |
 //!
 //! Each part is switched on with a method and off with its `without_` twin, then
 //! [`Background::spawn`] starts them. A part that needs a queue (worker, reconciler) is
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::collector::CollectorConfig;
 use crate::health::HealthMonitor;
 use crate::redis::OutboxRelay;
 use crate::worker::{ReplicationWorker, WorkerConfig};
@@ -41,7 +43,8 @@ pub struct Background {
     reconcile_every: Option<Duration>,
     relay: Option<OutboxRelay>,
     health: Option<(Arc<HealthMonitor>, Duration)>,
-    upload_expiry: Option<Duration>,
+    upload_expiry: Option<(Duration, bool)>,
+    collector: Option<CollectorConfig>,
 }
 
 impl Background {
@@ -54,7 +57,22 @@ impl Background {
             relay: None,
             health: None,
             upload_expiry: None,
+            collector: None,
         }
+    }
+
+    /// Runs the garbage collector.
+    #[must_use]
+    pub fn collector(mut self, config: CollectorConfig) -> Self {
+        self.collector = Some(config);
+        self
+    }
+
+    /// No garbage collection in this process.
+    #[must_use]
+    pub fn without_collector(mut self) -> Self {
+        self.collector = None;
+        self
     }
 
     /// Runs the replication worker on the registry's queue.
@@ -113,11 +131,12 @@ impl Background {
         self
     }
 
-    /// Removes upload sessions idle for `after`, with their data, and upload leftovers
-    /// untouched for as long.
+    /// Removes upload sessions idle for `after`, with their data, and (with
+    /// `sweep_leftovers`, Quay's `CLEAN_BLOB_UPLOAD_FOLDER`) upload leftovers that no session
+    /// owns, untouched for as long.
     #[must_use]
-    pub fn upload_expiry(mut self, after: Duration) -> Self {
-        self.upload_expiry = Some(after);
+    pub fn upload_expiry(mut self, after: Duration, sweep_leftovers: bool) -> Self {
+        self.upload_expiry = Some((after, sweep_leftovers));
         self
     }
 
@@ -162,10 +181,20 @@ impl Background {
                 tokio::spawn(monitor.run(every.max(Duration::from_millis(100)), until())),
             ));
         }
-        if let Some(after) = self.upload_expiry {
+        if let Some((after, sweep)) = self.upload_expiry {
             tasks.push((
                 "upload expiry",
-                tokio::spawn(expire_uploads(self.registry.clone(), after, until())),
+                tokio::spawn(expire_uploads(self.registry.clone(), after, sweep, until())),
+            ));
+        }
+        if let Some(config) = self.collector {
+            tasks.push((
+                "collector",
+                tokio::spawn(crate::collector::run(
+                    self.registry.clone(),
+                    config,
+                    until(),
+                )),
             ));
         }
         // The shutdown signal given here stops everything too.
@@ -223,7 +252,12 @@ async fn stopped_future(mut stop: watch::Receiver<bool>) {
 }
 
 /// Every `min(after, 10 min)`, removes upload sessions idle for `after` and upload leftovers.
-async fn expire_uploads(registry: Registry, after: Duration, shutdown: impl Future<Output = ()>) {
+async fn expire_uploads(
+    registry: Registry,
+    after: Duration,
+    sweep_leftovers: bool,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let every = EXPIRY_PASS_MAX.min(after.max(Duration::from_secs(1)));
     loop {
@@ -232,7 +266,7 @@ async fn expire_uploads(registry: Registry, after: Duration, shutdown: impl Futu
             _ = tokio::time::sleep(every) => {}
         }
         let cutoff = now_ms() - i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
-        match registry.expire_uploads(cutoff).await {
+        match registry.expire_uploads(cutoff, sweep_leftovers).await {
             Ok(sweep) if sweep.is_empty() => {}
             Ok(sweep) => info!(
                 sessions = sweep.sessions,

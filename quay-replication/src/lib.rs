@@ -7,6 +7,7 @@
 //!   one shutdown signal;
 //! - [`worker`]: claims replication jobs and has the engine copy or remove blobs;
 //! - [`reconciler`]: finds blobs missing from a default location and enqueues them;
+//! - [`collector`]: garbage collection passes, one at a time across the registry;
 //! - [`redis`]: the Redis job queue, and the relay that feeds it from the metadata store's
 //!   outbox (blob commits record their jobs there, in their own transaction);
 //! - [`health`]: the health monitor behind `/health/*`, with storage and queue probes;
@@ -17,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod background;
+pub mod collector;
 pub mod health;
 pub mod metrics;
 pub mod reconciler;

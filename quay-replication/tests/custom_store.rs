@@ -80,8 +80,14 @@ impl BlobIndex for Wrapped {
 
 #[async_trait]
 impl PlacementIndex for Wrapped {
-    async fn add_placement(&self, d: &Digest, l: &LocationId) -> Result<bool> {
-        self.inner.add_placement(d, l).await
+    async fn add_placement(&self, d: &Digest, l: &LocationId, seen: u64) -> Result<bool> {
+        self.inner.add_placement(d, l, seen).await
+    }
+    async fn removals(&self, d: &Digest, l: &LocationId) -> Result<u64> {
+        self.inner.removals(d, l).await
+    }
+    async fn record_removed_copy(&self, d: &Digest, l: &LocationId) -> Result<()> {
+        self.inner.record_removed_copy(d, l).await
     }
     async fn missing_placements(
         &self,
@@ -135,6 +141,9 @@ impl ManifestIndex for Wrapped {
         self.inner.catalog(last, limit).await
     }
 }
+
+/// No garbage collection: the trait's defaults answer `Unsupported`.
+impl quay_core::GarbageIndex for Wrapped {}
 
 impl JobOutbox for Wrapped {
     fn outbox(&self) -> Option<Arc<dyn JobQueue>> {

@@ -30,8 +30,8 @@ struct Args {
     /// Seconds between background health probes (database, Redis, every storage location).
     #[arg(long, default_value_t = 2)]
     health_interval_secs: u64,
-    /// Do not run the replication worker and reconciler in this process (run `quayctl worker`
-    /// instead).
+    /// Do not run the replication worker, the reconciler and the Redis outbox relay in this
+    /// process (run `quayctl worker` instead).
     #[arg(long)]
     no_worker: bool,
     /// PEM certificate chain to serve TLS with (with --tls-key).
@@ -100,7 +100,10 @@ async fn run(args: Args) -> quay_core::Result<()> {
     quay.refresh_health().await;
     let mut background = quay.background();
     if args.no_worker {
-        background = background.without_worker().without_reconciler();
+        background = background
+            .without_worker()
+            .without_reconciler()
+            .without_relay();
     }
     let background = background.spawn(std::future::pending());
     let served = quay

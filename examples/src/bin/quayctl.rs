@@ -19,6 +19,9 @@ use quay_core::{ErrorKind, JobQueue, LocationId};
 use quay_http::{ConfigOptions, Quay};
 use quay_replication::{reconciler, status};
 
+#[path = "quayctl/gc.rs"]
+mod gc;
+
 /// Admin tool of the quay-rs registry.
 #[derive(Debug, Parser)]
 #[command(name = "quayctl", version, about)]
@@ -66,6 +69,38 @@ enum Command {
     },
     /// Run the replication worker and reconciler until SIGINT/SIGTERM.
     Worker,
+    /// Run one garbage-collection pass now and print what it removed.
+    Gc {
+        /// Print what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Skip the sweep of each location for objects with no database row.
+        #[arg(long)]
+        no_orphans: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tag history (Quay's time machine): list it, or put a tag back.
+    Tag {
+        #[command(subcommand)]
+        command: TagCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TagCommand {
+    /// Former targets of a tag (REPO:TAG) or of every tag of a repository (REPO), newest first.
+    History {
+        /// REPO or REPO:TAG.
+        reference: String,
+    },
+    /// Points a tag back at a manifest it had within the time-machine window
+    /// (REPO:TAG@DIGEST).
+    Restore {
+        /// REPO:TAG@DIGEST.
+        reference: String,
+    },
 }
 
 #[tokio::main]
@@ -216,6 +251,15 @@ async fn run(args: Args) -> quay_core::Result<ExitCode> {
                 Err(e) => Err(e),
             }
         }
+        Command::Gc {
+            dry_run,
+            no_orphans,
+            json,
+        } => gc::run(&quay, &config, dry_run, !no_orphans, json).await,
+        Command::Tag { command } => match command {
+            TagCommand::History { reference } => gc::history(&quay, &reference).await,
+            TagCommand::Restore { reference } => gc::restore(&quay, &config, &reference).await,
+        },
         Command::Worker => {
             if !config.replication {
                 eprintln!("quayctl: FEATURE_STORAGE_REPLICATION is off; the worker only deletes copies then");

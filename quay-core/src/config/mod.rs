@@ -7,6 +7,7 @@
 //! with a "did you mean".
 
 mod drivers;
+mod gc;
 mod keys;
 mod params;
 mod settings;
@@ -18,6 +19,7 @@ use crate::{Error, ErrorKind, LocationId, Result};
 use serde::Deserialize;
 
 pub use drivers::{driver_names, DriverConfig};
+pub use gc::{parse_duration, GcSettings};
 pub use params::Secret;
 pub use settings::{
     AzureCredential, AzureSettings, S3Settings, SwiftSettings, DEFAULT_S3_REGION, GCS_ENDPOINT,
@@ -101,6 +103,8 @@ pub struct QuayConfig {
     /// `QUAY_CLIENT_BODY_MIN_BYTES_PER_SEC`: the lowest average rate of a request body over
     /// each stretch of `QUAY_CLIENT_BODY_TIMEOUT_SECS` spent waiting for it (1024; 0: none).
     pub client_body_min_bytes_per_sec: u64,
+    /// Garbage collection and the time machine (Quay's keys, and two of ours).
+    pub gc: GcSettings,
     /// Quay keys present in the file that this engine does not use.
     pub ignored_keys: Vec<String>,
 }
@@ -295,6 +299,22 @@ struct RawConfig {
     QUAY_CLIENT_BODY_TIMEOUT_SECS: Option<u64>,
     #[serde(default)]
     QUAY_CLIENT_BODY_MIN_BYTES_PER_SEC: Option<u64>,
+    #[serde(default)]
+    FEATURE_GARBAGE_COLLECTION: Option<serde_yaml::Value>,
+    #[serde(default)]
+    GARBAGE_COLLECTION_FREQUENCY: Option<serde_yaml::Value>,
+    #[serde(default)]
+    PUSH_TEMP_TAG_EXPIRATION_SEC: Option<serde_yaml::Value>,
+    #[serde(default)]
+    DEFAULT_TAG_EXPIRATION: Option<serde_yaml::Value>,
+    #[serde(default)]
+    TAG_EXPIRATION_OPTIONS: Option<serde_yaml::Value>,
+    #[serde(default)]
+    CLEAN_BLOB_UPLOAD_FOLDER: Option<serde_yaml::Value>,
+    #[serde(default)]
+    QUAY_GC_ORPHAN_GRACE_SECS: Option<u64>,
+    #[serde(default)]
+    QUAY_GC_ORPHAN_SWEEP_INTERVAL_SECS: Option<u64>,
     #[serde(flatten)]
     rest: BTreeMap<String, serde_yaml::Value>,
 }
@@ -474,6 +494,19 @@ impl QuayConfig {
         if raw.QUAY_CLIENT_BODY_TIMEOUT_SECS == Some(0) {
             problems.push("QUAY_CLIENT_BODY_TIMEOUT_SECS", "must be at least 1");
         }
+        let gc = gc::check(
+            gc::RawGc {
+                feature: raw.FEATURE_GARBAGE_COLLECTION.as_ref(),
+                frequency: raw.GARBAGE_COLLECTION_FREQUENCY.as_ref(),
+                push_temp: raw.PUSH_TEMP_TAG_EXPIRATION_SEC.as_ref(),
+                default_expiration: raw.DEFAULT_TAG_EXPIRATION.as_ref(),
+                options: raw.TAG_EXPIRATION_OPTIONS.as_ref(),
+                clean_upload_folder: raw.CLEAN_BLOB_UPLOAD_FOLDER.as_ref(),
+                orphan_grace: raw.QUAY_GC_ORPHAN_GRACE_SECS,
+                orphan_sweep_interval: raw.QUAY_GC_ORPHAN_SWEEP_INTERVAL_SECS,
+            },
+            &mut problems,
+        );
         if !problems.0.is_empty() {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -509,6 +542,7 @@ impl QuayConfig {
             max_uploads_per_repository: raw.QUAY_MAX_UPLOADS_PER_REPOSITORY.unwrap_or(100),
             client_body_timeout_secs: raw.QUAY_CLIENT_BODY_TIMEOUT_SECS.unwrap_or(30),
             client_body_min_bytes_per_sec: raw.QUAY_CLIENT_BODY_MIN_BYTES_PER_SEC.unwrap_or(1024),
+            gc,
             ignored_keys: ignored,
         })
     }

@@ -6,7 +6,7 @@ use tracing::instrument;
 use super::Registry;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, ErrorKind, Result};
-use crate::manifest::{media_types, parse_manifest, Descriptor, ManifestKind};
+use crate::manifest::{media_types, parse_manifest, Descriptor, ManifestKind, ParsedManifest};
 use crate::metadata::{ManifestRecord, NewManifest, Page};
 use crate::names::{Reference, RepositoryName};
 
@@ -26,6 +26,28 @@ pub struct TagPage {
     pub tags: Vec<String>,
     /// Whether more tags follow.
     pub more: bool,
+}
+
+/// What a parsed manifest references in its repository: blobs (config and layers, foreign
+/// layers excepted) and child manifests (an index's), each once.
+pub(crate) fn references(parsed: &ParsedManifest) -> (Vec<Digest>, Vec<Digest>) {
+    let mut blobs: Vec<Digest> = Vec::new();
+    if parsed.kind == ManifestKind::Image {
+        for d in parsed.config.iter().chain(parsed.layers.iter()) {
+            if !is_foreign_layer(&d.media_type) && !blobs.contains(&d.digest) {
+                blobs.push(d.digest.clone());
+            }
+        }
+    }
+    let mut children: Vec<Digest> = Vec::new();
+    if parsed.kind == ManifestKind::Index {
+        for d in &parsed.manifests {
+            if !children.contains(&d.digest) {
+                children.push(d.digest.clone());
+            }
+        }
+    }
+    (blobs, children)
 }
 
 /// Layer media types that live outside the registry and need not be pushed.
@@ -67,38 +89,22 @@ impl Registry {
             Reference::Tag(_) => Digest::compute(Algorithm::Sha256, &content),
         };
         let meta = &self.inner.metadata;
-        match parsed.kind {
-            ManifestKind::Image => {
-                let needed = parsed
-                    .config
-                    .iter()
-                    .chain(parsed.layers.iter())
-                    .filter(|d| !is_foreign_layer(&d.media_type));
-                for d in needed {
-                    if meta.repository_blob(repository, &d.digest).await?.is_none() {
-                        return Err(Error::new(
-                            ErrorKind::ManifestBlobUnknown,
-                            format!(
-                                "blob {} referenced by the manifest is not in {repository}",
-                                d.digest
-                            ),
-                        ));
-                    }
-                }
+        let (blobs, children) = references(&parsed);
+        for d in &blobs {
+            if meta.repository_blob(repository, d).await?.is_none() {
+                return Err(Error::new(
+                    ErrorKind::ManifestBlobUnknown,
+                    format!("blob {d} referenced by the manifest is not in {repository}"),
+                ));
             }
-            ManifestKind::Index => {
-                for d in &parsed.manifests {
-                    let child = Reference::Digest(d.digest.clone());
-                    if meta.get_manifest(repository, &child).await?.is_none() {
-                        return Err(Error::new(
-                            ErrorKind::ManifestBlobUnknown,
-                            format!(
-                                "manifest {} listed by the index is not in {repository}",
-                                d.digest
-                            ),
-                        ));
-                    }
-                }
+        }
+        for d in &children {
+            let child = Reference::Digest(d.clone());
+            if meta.get_manifest(repository, &child).await?.is_none() {
+                return Err(Error::new(
+                    ErrorKind::ManifestBlobUnknown,
+                    format!("manifest {d} listed by the index is not in {repository}"),
+                ));
             }
         }
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
@@ -114,9 +120,23 @@ impl Registry {
             Reference::Tag(t) => Some(t.clone()),
             Reference::Digest(_) => None,
         };
-        meta.put_manifest(repository, &NewManifest { record, tag })
-            .await?;
-        Ok(ManifestPut { digest, subject })
+        let new = NewManifest {
+            record,
+            tag,
+            blobs,
+            children,
+        };
+        match meta.put_manifest(repository, &new).await {
+            Ok(()) => Ok(ManifestPut { digest, subject }),
+            // A blob or child checked above was collected before the store recorded the
+            // reference: the store refused it, and the client pushes it again.
+            Err(e) if e.kind() == ErrorKind::Conflict => Err(Error::new(
+                ErrorKind::ManifestBlobUnknown,
+                "a blob or manifest the manifest references was removed meanwhile; push it again",
+            )
+            .with_source(e)),
+            Err(e) => Err(e),
+        }
     }
 
     /// A manifest by tag or digest.

@@ -6,6 +6,7 @@
 mod blobs;
 mod builder;
 pub mod copy;
+mod gc;
 pub mod layers;
 mod manifests;
 mod replicate;
@@ -27,6 +28,7 @@ use crate::storage::StorageEngine;
 
 pub use blobs::{BlobBody, BlobRead};
 pub use builder::RegistryBuilder;
+pub use gc::{GcPolicy, GcReport, Removed};
 pub use layers::{HealthLayer, LayerOrder, StorageLayer};
 pub use manifests::{accepts, ManifestPut, TagPage};
 pub use replicate::ReplicaOutcome;

@@ -52,6 +52,7 @@ impl Registry {
         let mut route = self.route(&blob, Some(target));
         let mut last: Option<Error> = None;
         for (source, source_storage) in route.by_ref() {
+            let removals_seen = self.inner.metadata.removals(digest, target).await?;
             match copy_blob(
                 &source_storage,
                 &target_storage,
@@ -62,7 +63,12 @@ impl Registry {
             .await
             {
                 Ok(()) => {
-                    if !self.inner.metadata.add_placement(digest, target).await? {
+                    let placed = self
+                        .inner
+                        .metadata
+                        .add_placement(digest, target, removals_seen)
+                        .await?;
+                    if !placed {
                         // Deleted while we copied: take the copy back out.
                         let _ = target_storage.delete(&digest.object_path()).await;
                         return Ok(ReplicaOutcome::Noop);
@@ -126,7 +132,15 @@ impl Registry {
             return Ok(ReplicaOutcome::Deferred(format!("target {target} is down")));
         }
         match self.location(target)?.delete(&digest.object_path()).await {
-            Ok(()) => Ok(ReplicaOutcome::Deleted),
+            Ok(()) => {
+                // A push of the blob that wrote this object meanwhile learns of the removal
+                // (see `PlacementIndex::add_placement`) and is refused, then retried.
+                self.inner
+                    .metadata
+                    .record_removed_copy(digest, target)
+                    .await?;
+                Ok(ReplicaOutcome::Deleted)
+            }
             Err(e) if is_outage(&e) => Ok(ReplicaOutcome::Deferred(format!(
                 "target {target} failed: {e}"
             ))),

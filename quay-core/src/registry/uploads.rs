@@ -232,6 +232,10 @@ impl Registry {
             expected += p.size;
         }
         let final_path = digest.object_path();
+        // Read before anything is decided from the placements or written: a delete job that
+        // removes a former copy of this blob here from now on refuses the commit (the object,
+        // found or written, may be gone). See `BlobCommit::removals_seen`.
+        let removals_seen = Some(self.inner.metadata.removals(digest, &rec.location).await?);
         let already_placed = self
             .inner
             .metadata
@@ -302,6 +306,7 @@ impl Registry {
                 location: rec.location.clone(),
                 upload_id: Some(rec.id.clone()),
                 replicate_to: self.replication_targets(&rec.location),
+                removals_seen,
             })
             .await?;
         // The parts, an assembled object (moved away already where the backend renames) and
@@ -344,9 +349,14 @@ impl Registry {
     }
 
     /// Removes upload sessions idle since before `before_ms` with everything they stored, then
-    /// sweeps each location for upload data that no session row owns and temporary files,
-    /// untouched since before `before_ms` (a crash, a write cut off). Returns what it removed.
-    pub async fn expire_uploads(&self, before_ms: i64) -> Result<UploadSweep> {
+    /// (with `sweep_leftovers`) sweeps each location for upload data that no session row owns
+    /// and temporary files, untouched since before `before_ms` (a crash, a write cut off).
+    /// Returns what it removed.
+    pub async fn expire_uploads(
+        &self,
+        before_ms: i64,
+        sweep_leftovers: bool,
+    ) -> Result<UploadSweep> {
         let mut sweep = UploadSweep::default();
         loop {
             let stale = self.inner.metadata.stale_uploads(before_ms, 1000).await?;
@@ -366,7 +376,7 @@ impl Registry {
             }
         }
         for (location, storage) in &self.inner.locations {
-            if !self.inner.health.is_up(location) {
+            if !sweep_leftovers || !self.inner.health.is_up(location) {
                 continue;
             }
             match self.sweep_location(storage, before_ms).await {
@@ -449,7 +459,11 @@ impl Registry {
         {
             return Ok(false);
         }
-        self.inner.metadata.link_blob(repository, digest).await
+        match self.inner.metadata.link_blob(repository, digest).await {
+            // Collected meanwhile: the client uploads the blob instead.
+            Err(e) if e.kind() == ErrorKind::Conflict => Ok(false),
+            other => other,
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use quay_core::metadata::{now_ms, BlobCommit, BlobIndex, BlobRecord};
 use quay_core::{Digest, JobKind, LocationId, RepositoryName, Result};
-use sea_orm::sea_query::{Expr, Query, SelectStatement};
+use sea_orm::sea_query::{Expr, OnConflict, Query, SelectStatement};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
 };
@@ -35,11 +35,6 @@ impl BlobIndex for SqlMetadataStore {
             location: Set(record.location.to_string()),
             created_at: Set(now),
         };
-        let link = repository_blob::ActiveModel {
-            repository: Set(record.repository.to_string()),
-            digest: Set(digest.clone()),
-            created_at: Set(now),
-        };
         let with_digest = |e: quay_core::Error| e.with_context("digest", &record.digest);
         insert_if_absent(&txn, blob_row, op)
             .await
@@ -47,9 +42,17 @@ impl BlobIndex for SqlMetadataStore {
         insert_if_absent(&txn, placement, op)
             .await
             .map_err(with_digest)?;
-        insert_if_absent(&txn, link, op)
+        upsert_link(&txn, &record.repository, &record.digest, now, op)
             .await
             .map_err(with_digest)?;
+        super::gc::claim_location_from_delete_jobs(
+            &txn,
+            &record.digest,
+            &record.location,
+            record.removals_seen,
+            op,
+        )
+        .await?;
         if let Some(id) = &record.upload_id {
             delete_upload_rows(&txn, id, op).await?;
         }
@@ -111,12 +114,7 @@ impl BlobIndex for SqlMetadataStore {
             rollback(txn, op).await?;
             return Ok(false);
         }
-        let link = repository_blob::ActiveModel {
-            repository: Set(repository.to_string()),
-            digest: Set(digest.to_string()),
-            created_at: Set(now),
-        };
-        insert_if_absent(&txn, link, op).await?;
+        upsert_link(&txn, repository, digest, now, op).await?;
         commit(txn, op).await?;
         Ok(true)
     }
@@ -187,6 +185,35 @@ impl BlobIndex for SqlMetadataStore {
         rollback(txn, op).await?;
         Ok(if known { None } else { Some(Vec::new()) })
     }
+}
+
+/// Links a blob into a repository, or renews the link's time when it exists: a blob pushed or
+/// mounted again is as protected from collection as a new one.
+async fn upsert_link(
+    db: &impl ConnectionTrait,
+    repository: &RepositoryName,
+    digest: &Digest,
+    now: i64,
+    op: &'static str,
+) -> Result<()> {
+    repository_blob::Entity::insert(repository_blob::ActiveModel {
+        repository: Set(repository.to_string()),
+        digest: Set(digest.to_string()),
+        created_at: Set(now),
+        linked_at: Set(Some(now)),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            repository_blob::Column::Repository,
+            repository_blob::Column::Digest,
+        ])
+        .update_column(repository_blob::Column::LinkedAt)
+        .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await
+    .map_err(|e| db_error(op, e))?;
+    Ok(())
 }
 
 /// `SELECT 1 FROM repository_blobs WHERE digest = ?`.

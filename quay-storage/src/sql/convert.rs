@@ -128,6 +128,8 @@ mod tests {
             artifact_type: None,
             annotations: None,
             created_at: 0,
+            pushed_at: None,
+            references_recorded: None,
         };
         assert_eq!(
             manifest_record(row).unwrap_err().kind(),

@@ -11,7 +11,7 @@ use sea_orm::{
 use super::convert::{annotations_json, manifest_record};
 use super::entities::{manifest, repository, tag};
 use super::error::db_error;
-use super::{commit, ensure_repository, insert_if_absent, page_limit, SqlMetadataStore};
+use super::{commit, ensure_repository, page_limit, SqlMetadataStore};
 
 #[async_trait]
 impl ManifestIndex for SqlMetadataStore {
@@ -37,14 +37,35 @@ impl ManifestIndex for SqlMetadataStore {
             artifact_type: Set(record.artifact_type.clone()),
             annotations: Set(annotations_json(record.annotations.as_ref())?),
             created_at: Set(now),
+            pushed_at: Set(Some(now)),
+            references_recorded: Set(None),
         };
 
         let txn = self.write_txn(op).await?;
         ensure_repository(&txn, repository, now, op).await?;
-        insert_if_absent(&txn, row, op)
+        // A manifest pushed again keeps its row and renews its push time (protection from
+        // collection while the push finishes, e.g. the index that lists it).
+        manifest::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([manifest::Column::Repository, manifest::Column::Digest])
+                    .update_column(manifest::Column::PushedAt)
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
             .await
-            .map_err(|e| e.with_context("digest", &record.digest))?;
+            .map_err(err)?;
+        super::gc::insert_references(
+            &txn,
+            repository,
+            &record.digest,
+            &manifest.blobs,
+            &manifest.children,
+            op,
+        )
+        .await?;
         if let Some(name) = &manifest.tag {
+            super::gc::record_tag_history(&txn, repository, name, Some(&record.digest), now, op)
+                .await?;
             tag::Entity::insert(tag::ActiveModel {
                 repository: Set(repository.to_string()),
                 name: Set(name.to_string()),
@@ -119,16 +140,20 @@ impl ManifestIndex for SqlMetadataStore {
 
     async fn delete_tag(&self, repository: &RepositoryName, name: &Tag) -> Result<bool> {
         let op = "delete_tag";
+        let txn = self.write_txn(op).await?;
+        // The deleted tag's target goes to the history: the time machine keeps it.
+        super::gc::record_tag_history(&txn, repository, name, None, now_ms(), op).await?;
         let deleted = tag::Entity::delete_many()
             .filter(tag::Column::Repository.eq(repository.as_str()))
             .filter(tag::Column::Name.eq(name.as_str()))
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(|e| {
                 db_error(op, e)
                     .with_context("repository", repository)
                     .with_context("tag", name)
             })?;
+        commit(txn, op).await?;
         Ok(deleted.rows_affected > 0)
     }
 

@@ -42,6 +42,7 @@ mod connect;
 mod convert;
 mod entities;
 mod error;
+mod gc;
 mod health;
 mod manifests;
 mod migrations;
@@ -133,6 +134,11 @@ impl SqlMetadataStore {
     /// The schema version this build migrates to.
     pub fn schema_version() -> i64 {
         migrations::latest_version()
+    }
+
+    /// Every schema version this build applies, ascending.
+    pub fn schema_versions() -> Vec<i64> {
+        migrations::known_versions()
     }
 
     /// The schema versions recorded as applied in the database, ascending.

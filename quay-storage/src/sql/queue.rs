@@ -165,7 +165,7 @@ impl SqlJobQueue {
 /// The database's clock in milliseconds since the Unix epoch, as an SQL expression: the start
 /// of the statement on PostgreSQL, the statement's `'now'` on SQLite (fixed within a statement
 /// on both).
-fn now_sql(backend: DbBackend) -> &'static str {
+pub(crate) fn now_sql(backend: DbBackend) -> &'static str {
     match backend {
         DbBackend::Postgres => {
             "CAST(FLOOR(EXTRACT(EPOCH FROM statement_timestamp()) * 1000) AS BIGINT)"

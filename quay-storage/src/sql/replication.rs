@@ -71,13 +71,18 @@ fn get<T: sea_orm::TryGetable>(row: &QueryResult, col: &str, op: &'static str) -
 
 #[async_trait]
 impl PlacementIndex for SqlMetadataStore {
-    async fn add_placement(&self, digest: &Digest, location: &LocationId) -> Result<bool> {
+    async fn add_placement(
+        &self,
+        digest: &Digest,
+        location: &LocationId,
+        removals_seen: u64,
+    ) -> Result<bool> {
         let op = "add_placement";
         let sql = "INSERT INTO blob_placements (digest, location, created_at) \
                    SELECT digest, $2, $3 FROM blobs WHERE digest = $1 \
                    ON CONFLICT (digest, location) DO NOTHING";
-        let res = self
-            .db
+        let txn = self.write_txn(op).await?;
+        let res = txn
             .execute(stmt(
                 self.backend(),
                 sql,
@@ -90,11 +95,20 @@ impl PlacementIndex for SqlMetadataStore {
             .await
             .map_err(|e| db_error(op, e).with_context("digest", digest))?;
         if res.rows_affected() > 0 {
+            // A removal of a former copy must not delete this one (see `claim_location…`).
+            super::gc::claim_location_from_delete_jobs(
+                &txn,
+                digest,
+                location,
+                Some(removals_seen),
+                op,
+            )
+            .await?;
+            commit(txn, op).await?;
             return Ok(true);
         }
         // Nothing inserted: already placed (true), or the blob is gone (false).
-        let exists = self
-            .db
+        let exists = txn
             .query_one(stmt(
                 self.backend(),
                 "SELECT 1 AS one FROM blob_placements WHERE digest = $1 AND location = $2",
@@ -102,7 +116,16 @@ impl PlacementIndex for SqlMetadataStore {
             ))
             .await
             .map_err(|e| db_error(op, e))?;
+        commit(txn, op).await?;
         Ok(exists.is_some())
+    }
+
+    async fn record_removed_copy(&self, digest: &Digest, location: &LocationId) -> Result<()> {
+        super::gc::record_removed_copy(&self.db, digest, location).await
+    }
+
+    async fn removals(&self, digest: &Digest, location: &LocationId) -> Result<u64> {
+        super::gc::removals(&self.db, digest, location, "removals").await
     }
 
     async fn missing_placements(

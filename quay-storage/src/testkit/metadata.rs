@@ -246,6 +246,7 @@ fn blob_commit(repository: &str, seed: &str, location: &str) -> Result<BlobCommi
         location: loc(location)?,
         upload_id: None,
         replicate_to: Vec::new(),
+        removals_seen: None,
     })
 }
 
@@ -274,6 +275,8 @@ fn manifest(seed: &str, tag: Option<&str>) -> Result<NewManifest> {
             annotations: None,
         },
         tag: tag.map(str::parse).transpose()?,
+        blobs: Vec::new(),
+        children: Vec::new(),
     })
 }
 

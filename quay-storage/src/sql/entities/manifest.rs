@@ -16,6 +16,10 @@ pub struct Model {
     /// Top-level annotations as a JSON object.
     pub annotations: Option<String>,
     pub created_at: i64,
+    /// The latest push of this manifest (schema 5; `NULL`: `created_at`).
+    pub pushed_at: Option<i64>,
+    /// Set once its references are recorded in `manifest_blobs` / `manifest_children`.
+    pub references_recorded: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,9 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub digest: String,
     pub created_at: i64,
+    /// The latest commit or mount of this blob into the repository (schema 5; `NULL`:
+    /// `created_at`).
+    pub linked_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
