@@ -56,28 +56,55 @@ impl Default for BreakerConfig {
 /// A location's state as the tracker sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LocationState {
-    /// Working (closed circuit).
+    /// Working: the latest probe passed and no request failed since.
     Up,
-    /// Failing but still tried (closed circuit with recent failures, or half-open).
+    /// Working, with recent request failures (fewer than the threshold); still used.
     Degraded(String),
-    /// Skipped until the circuit half-opens.
+    /// Not used: the latest probe failed, or requests failed `failure_threshold` times in a
+    /// row. Only the server itself tries it again (a probe, or a proxied request once
+    /// `open_for` has passed); clients are never redirected into it.
     Down(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Breaker {
+    /// Consecutive failed requests.
     failures: u32,
+    /// Set while the location is down: until when no trial is made.
     open_until: Option<std::time::Instant>,
+    /// A server-side trial is running.
     trial_in_flight: bool,
+    /// The latest probe failed (cleared by a passing probe or a successful request).
+    probe_failed: bool,
     last_error: Option<String>,
 }
 
-/// Per-location circuit breakers, fed by probes and by the outcome of real requests.
+/// Per-location health: one view used by the health endpoints, reads, writes, redirects and
+/// the replication worker, fed by the background probes and by the outcome of every storage
+/// call (through the storage layers' health layer).
 ///
-/// A location opens after `failure_threshold` consecutive failures (outages and timeouts only:
-/// a missing object is not a failure of the location); an open location is skipped by reads,
-/// writes and replication until `open_for` has passed, then one request is let through
-/// (half-open): a success closes the circuit, a failure opens it again.
+/// # The state machine
+///
+/// ```text
+///            request outage                 failure_threshold-th outage
+///   Up ─────────────────────► Degraded ─────────────────────────────► Down
+///   ▲  ◄───────────────────────┘  │                                      │
+///   │   a success                 │ probe failure (from Up or Degraded)  │ open_for passed:
+///   │                             ▼                                      ▼ one server-side trial
+///   └──────── probe passes, or a server-side trial succeeds ─────── Down / Trial
+/// ```
+///
+/// - **Probes are authoritative**: one failed probe takes the location down at once; a
+///   passing probe brings it back up.
+/// - **Requests** count outages and timeouts of the backend only (a missing object, a
+///   client's fault, a failed input are not the location's failure); `failure_threshold` in a
+///   row take it down.
+/// - **Down** means no client is handed the location: reads skip it (another holder serves,
+///   or `503` names it), new uploads go to the next preferred location, replication waits.
+/// - **Recovery** is tried by the server only: the next probe, or, once `open_for` has passed,
+///   one proxied request (a read streamed through the server, a write, a copy), admitted by
+///   [`HealthTracker::allow`]. A redirect ([`HealthTracker::may_redirect`]) is never a trial:
+///   a client is redirected only into a location that is up and whose latest probe passed.
 #[derive(Debug, Default)]
 pub struct HealthTracker {
     config: BreakerConfig,
@@ -106,23 +133,21 @@ impl HealthTracker {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let b = states.entry(location.clone()).or_insert(Breaker {
-            failures: 0,
-            open_until: None,
-            trial_in_flight: false,
-            last_error: None,
-        });
-        f(b)
+        f(states.entry(location.clone()).or_default())
     }
 
-    /// Records a successful operation (or probe) on `location`: the circuit closes.
+    fn close(b: &mut Breaker) -> bool {
+        let was_down = b.open_until.is_some();
+        *b = Breaker::default();
+        was_down
+    }
+
+    /// Records a successful operation on `location`, or one the backend answered (an object
+    /// not found): the location works.
     pub fn record_success(&self, location: &crate::LocationId) {
-        self.with(location, |b| {
-            b.failures = 0;
-            b.open_until = None;
-            b.trial_in_flight = false;
-            b.last_error = None;
-        });
+        if self.with(location, Self::close) {
+            tracing::info!(%location, "storage location back up");
+        }
     }
 
     /// Records a failed operation on `location`. Only outages count.
@@ -136,7 +161,7 @@ impl HealthTracker {
             b.failures = b.failures.saturating_add(1);
             b.last_error = Some(err.to_string());
             b.trial_in_flight = false;
-            if b.failures >= threshold {
+            if b.failures >= threshold || b.open_until.is_some() {
                 let was_closed = b.open_until.is_none();
                 b.open_until = Some(std::time::Instant::now() + open_for);
                 was_closed
@@ -149,6 +174,28 @@ impl HealthTracker {
         }
     }
 
+    /// Records the outcome of a background probe: a failure takes the location down at once,
+    /// a pass brings it back up.
+    pub fn record_probe<T>(&self, location: &crate::LocationId, result: &crate::Result<T>) {
+        match result {
+            Ok(_) => self.record_success(location),
+            Err(e) => {
+                let open_for = self.config.open_for;
+                let opened = self.with(location, |b| {
+                    let was_closed = b.open_until.is_none();
+                    b.probe_failed = true;
+                    b.trial_in_flight = false;
+                    b.last_error = Some(e.to_string());
+                    b.open_until = Some(std::time::Instant::now() + open_for);
+                    was_closed
+                });
+                if opened {
+                    tracing::warn!(%location, error = %e, "storage location marked down by its probe");
+                }
+            }
+        }
+    }
+
     /// Records the outcome of an operation.
     pub fn record<T>(&self, location: &crate::LocationId, result: &crate::Result<T>) {
         match result {
@@ -157,8 +204,9 @@ impl HealthTracker {
         }
     }
 
-    /// Whether `location` may be used now. An open circuit past its time lets exactly one
-    /// caller through as a trial.
+    /// Whether the server may use `location` now for an operation it makes itself (a proxied
+    /// read, a write, a copy). A down location past `open_for` lets exactly one such call
+    /// through as a trial.
     pub fn allow(&self, location: &crate::LocationId) -> bool {
         self.with(location, |b| match b.open_until {
             None => true,
@@ -168,6 +216,12 @@ impl HealthTracker {
             }
             Some(_) => false,
         })
+    }
+
+    /// Whether a client may be redirected into `location`: it is up (or degraded) and its
+    /// latest probe passed. Never a trial.
+    pub fn may_redirect(&self, location: &crate::LocationId) -> bool {
+        self.with(location, |b| b.open_until.is_none() && !b.probe_failed)
     }
 
     /// Whether `location` is believed up, without taking a trial slot.
@@ -209,10 +263,32 @@ mod tests {
         assert!(!t.allow(&us));
         assert!(matches!(t.state(&us), LocationState::Down(_)));
         std::thread::sleep(std::time::Duration::from_millis(40));
+        assert!(!t.may_redirect(&us), "a trial is never a redirect");
         assert!(t.allow(&us), "one trial after open_for");
         assert!(!t.allow(&us), "only one trial at a time");
         t.record_success(&us);
         assert!(t.allow(&us));
+        assert!(t.may_redirect(&us));
+        assert_eq!(t.state(&us), LocationState::Up);
+    }
+
+    #[test]
+    fn one_failed_probe_stops_redirects_until_a_probe_passes() {
+        let t = HealthTracker::new(BreakerConfig {
+            failure_threshold: 3,
+            open_for: std::time::Duration::from_millis(10),
+        });
+        let us: LocationId = "us".parse().unwrap();
+        assert!(t.may_redirect(&us));
+        t.record_probe::<()>(&us, &Err(Error::new(ErrorKind::Timeout, "no answer")));
+        assert!(matches!(t.state(&us), LocationState::Down(_)));
+        assert!(!t.may_redirect(&us));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Past open_for the server may try it (a proxied read), a client still may not.
+        assert!(!t.may_redirect(&us));
+        assert!(t.allow(&us));
+        t.record_probe(&us, &Ok(()));
+        assert!(t.may_redirect(&us));
         assert_eq!(t.state(&us), LocationState::Up);
     }
 }

@@ -35,6 +35,7 @@ pub mod names;
 pub mod queue;
 pub mod range;
 pub mod registry;
+pub mod repair;
 pub mod storage;
 
 pub use auth::{Actions, Authenticator, Authorizer, Identity, Secret};
@@ -52,6 +53,7 @@ pub use names::{LocationId, Reference, RepositoryName, Tag};
 pub use queue::{FailOutcome, Job, JobKind, JobQueue, JobSpec, Lease, QueueStats, RetryPolicy};
 pub use range::ByteRange;
 pub use registry::{Registry, RegistryBuilder, RegistryConfig};
+pub use repair::{BadCopy, CopyProblem, RepairIndex};
 pub use storage::{
     ByteStream, EntryStream, ObjectEntry, ObjectMeta, StorageCapabilities, StorageEngine,
 };

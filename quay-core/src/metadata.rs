@@ -347,6 +347,7 @@ pub trait MetadataStore:
     + PlacementIndex
     + JobOutbox
     + crate::gc::GarbageIndex
+    + crate::repair::RepairIndex
     + std::fmt::Debug
 {
 }
@@ -358,6 +359,7 @@ impl<T> MetadataStore for T where
         + PlacementIndex
         + JobOutbox
         + crate::gc::GarbageIndex
+        + crate::repair::RepairIndex
         + std::fmt::Debug
 {
 }

@@ -213,7 +213,18 @@ impl Quay {
             .relay(relay)
             .upload_expiry(Some(options.upload_expiry))
             .clean_upload_folder(config.gc.clean_upload_folder)
-            .collector(collector_config(config));
+            .collector(collector_config(config))
+            .scrubber((config.scrub_bytes_per_sec > 0).then(|| {
+                (
+                    config.scrub_bytes_per_sec,
+                    Duration::from_secs(config.scrub_interval_secs),
+                )
+            }))
+            .write_mode(match (config.read_only, config.disable_pushes) {
+                (true, _) => crate::write_gate::WriteMode::ReadOnly,
+                (false, true) => crate::write_gate::WriteMode::NoPushes,
+                _ => crate::write_gate::WriteMode::Normal,
+            });
         if let Some(queue) = redis_probe {
             // Reported on /health/endtoend; a Redis outage delays replication but fails nothing.
             quay = quay.health_check(

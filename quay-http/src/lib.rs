@@ -49,6 +49,7 @@ pub mod request;
 mod routes;
 pub mod serve;
 pub mod users;
+pub mod write_gate;
 
 use std::sync::Arc;
 
@@ -74,6 +75,7 @@ pub(crate) struct AppState {
     pub(crate) health: Arc<HealthMonitor>,
     pub(crate) auth: Option<Arc<auth::AuthConfig>>,
     pub(crate) body_limits: body::BodyLimits,
+    pub(crate) write_mode: write_gate::WriteMode,
 }
 
 impl std::fmt::Debug for AppState {
@@ -84,6 +86,7 @@ impl std::fmt::Debug for AppState {
             .field("health", &self.health)
             .field("auth", &self.auth)
             .field("body_limits", &self.body_limits)
+            .field("write_mode", &self.write_mode)
             .finish()
     }
 }

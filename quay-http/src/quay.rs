@@ -16,6 +16,7 @@ use quay_replication::{Background, CheckRole, HealthMonitor};
 use crate::auth::AuthConfig;
 use crate::body::BodyLimits;
 use crate::serve::ServeOptions;
+use crate::write_gate::WriteMode;
 use crate::{add_api_version, auth, ops, request, routes, AppState, MetricsRender};
 
 /// Default seconds between health probes.
@@ -45,6 +46,7 @@ struct Inner {
     upload_expiry: Option<Duration>,
     clean_upload_folder: bool,
     collector: Option<CollectorConfig>,
+    scrubber: Option<(u64, Duration)>,
 }
 
 /// Builds a [`Quay`] around a [`Registry`].
@@ -63,6 +65,8 @@ pub struct QuayBuilder {
     upload_expiry: Option<Duration>,
     clean_upload_folder: bool,
     collector: Option<CollectorConfig>,
+    scrubber: Option<(u64, Duration)>,
+    write_mode: WriteMode,
 }
 
 impl Quay {
@@ -85,6 +89,8 @@ impl Quay {
             upload_expiry: Some(UPLOAD_EXPIRY),
             clean_upload_folder: true,
             collector: None,
+            scrubber: None,
+            write_mode: WriteMode::Normal,
             registry,
         }
     }
@@ -102,6 +108,11 @@ impl Quay {
     /// Access control, when it is on.
     pub fn auth(&self) -> Option<&Arc<AuthConfig>> {
         self.inner.state.auth.as_ref()
+    }
+
+    /// Which writes the instance accepts.
+    pub fn write_mode(&self) -> WriteMode {
+        self.inner.state.write_mode
     }
 
     /// How the server serves (TLS, limits).
@@ -125,6 +136,10 @@ impl Quay {
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 auth::guard,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::write_gate::write_gate,
             ))
             .layer(axum::middleware::from_fn(request::parse_once))
             .layer(axum::middleware::map_response(add_api_version))
@@ -172,6 +187,12 @@ impl Quay {
         }
         if let Some(collector) = &self.inner.collector {
             background = background.collector(collector.clone());
+        }
+        if let Some((rate, every)) = self.inner.scrubber {
+            background = background.scrubber(rate, every);
+        }
+        if self.inner.state.write_mode == WriteMode::ReadOnly {
+            background = background.read_only();
         }
         background
     }
@@ -289,6 +310,20 @@ impl QuayBuilder {
         self
     }
 
+    /// Scrubs every location in the background at `bytes_per_sec`, a full pass per `every`
+    /// across the registry (`None`: no background scrub, the default).
+    pub fn scrubber(mut self, scrubber: Option<(u64, Duration)>) -> Self {
+        self.scrubber = scrubber;
+        self
+    }
+
+    /// Which writes the instance accepts (Quay's `REGISTRY_STATE: readonly` and
+    /// `DISABLE_PUSHES`). In read-only mode the background duties that write are off too.
+    pub fn write_mode(mut self, mode: WriteMode) -> Self {
+        self.write_mode = mode;
+        self
+    }
+
     /// The instance.
     pub fn build(self) -> Quay {
         let monitor = self.checks.into_iter().fold(
@@ -303,6 +338,7 @@ impl QuayBuilder {
                     health: Arc::new(monitor),
                     auth: self.auth,
                     body_limits: self.body_limits,
+                    write_mode: self.write_mode,
                 },
                 health_interval: self.health_interval,
                 serve: self.serve,
@@ -312,6 +348,7 @@ impl QuayBuilder {
                 upload_expiry: self.upload_expiry,
                 clean_upload_folder: self.clean_upload_folder,
                 collector: self.collector,
+                scrubber: self.scrubber,
             }),
         }
     }

@@ -9,6 +9,9 @@
 //! | health | runs the health checks behind `/health/*` ([`HealthMonitor`]) | yes |
 //! | upload expiry | removes idle upload sessions and upload leftovers | yes |
 //! | collector | garbage collection passes and the orphan sweep ([`collector`](crate::collector)) | with `FEATURE_GARBAGE_COLLECTION` |
+//! | scrubber | reads every stored copy at a bounded rate, repairs bad ones ([`scrub`](crate::scrub)) | with `QUAY_SCRUB_BYTES_PER_SEC` |
+//!
+//! With the health probes, the runner also rereads which locations an operator drained.
 //!
 //! Each part is switched on with a method and off with its `without_` twin, then
 //! [`Background::spawn`] starts them. A part that needs a queue (worker, reconciler) is
@@ -45,6 +48,7 @@ pub struct Background {
     health: Option<(Arc<HealthMonitor>, Duration)>,
     upload_expiry: Option<(Duration, bool)>,
     collector: Option<CollectorConfig>,
+    scrubber: Option<(u64, Duration)>,
 }
 
 impl Background {
@@ -58,7 +62,33 @@ impl Background {
             health: None,
             upload_expiry: None,
             collector: None,
+            scrubber: None,
         }
+    }
+
+    /// Scrubs every location at `bytes_per_sec`, a full pass per `every` across the registry.
+    #[must_use]
+    pub fn scrubber(mut self, bytes_per_sec: u64, every: Duration) -> Self {
+        self.scrubber = Some((bytes_per_sec, every));
+        self
+    }
+
+    /// No background scrub.
+    #[must_use]
+    pub fn without_scrubber(mut self) -> Self {
+        self.scrubber = None;
+        self
+    }
+
+    /// Only the duties that write nothing (health probes): for an instance in read-only mode.
+    #[must_use]
+    pub fn read_only(self) -> Self {
+        self.without_worker()
+            .without_reconciler()
+            .without_relay()
+            .without_upload_expiry()
+            .without_collector()
+            .without_scrubber()
     }
 
     /// Runs the garbage collector.
@@ -176,9 +206,22 @@ impl Background {
             tasks.push(("reconciler", tokio::spawn(reconcile)));
         }
         if let Some((monitor, every)) = self.health {
+            let every = every.max(Duration::from_millis(100));
+            tasks.push(("health", tokio::spawn(monitor.run(every, until()))));
             tasks.push((
-                "health",
-                tokio::spawn(monitor.run(every.max(Duration::from_millis(100)), until())),
+                "drained locations",
+                tokio::spawn(refresh_drained(self.registry.clone(), every, until())),
+            ));
+        }
+        if let Some((rate, every)) = self.scrubber {
+            tasks.push((
+                "scrubber",
+                tokio::spawn(crate::scrub::run(
+                    self.registry.clone(),
+                    rate,
+                    every,
+                    until(),
+                )),
             ));
         }
         if let Some((after, sweep)) = self.upload_expiry {
@@ -239,6 +282,20 @@ impl BackgroundHandle {
             }
         }
         self.watcher.abort();
+    }
+}
+
+/// Rereads the drained locations every `every`.
+async fn refresh_drained(registry: Registry, every: Duration, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        if let Err(e) = registry.refresh_drained().await {
+            warn!(error = %e, "cannot read which locations are drained");
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(every) => {}
+        }
     }
 }
 

@@ -57,7 +57,8 @@ impl HealthCheck for StorageProbe {
                     quay_core::ErrorKind::Timeout,
                     format!("no answer within {:?}", self.timeout),
                 );
-                self.tracker.record_failure(&self.location, &e);
+                let copy = quay_core::Error::new(e.kind(), e.message());
+                self.tracker.record_probe::<()>(&self.location, &Err(copy));
                 Err(e)
             }
         };

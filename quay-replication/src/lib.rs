@@ -8,6 +8,7 @@
 //! - [`worker`]: claims replication jobs and has the engine copy or remove blobs;
 //! - [`reconciler`]: finds blobs missing from a default location and enqueues them;
 //! - [`collector`]: garbage collection passes, one at a time across the registry;
+//! - [`scrub`]: reads every stored copy at a bounded rate, records and repairs bad ones;
 //! - [`redis`]: the Redis job queue, and the relay that feeds it from the metadata store's
 //!   outbox (blob commits record their jobs there, in their own transaction);
 //! - [`health`]: the health monitor behind `/health/*`, with storage and queue probes;
@@ -23,6 +24,7 @@ pub mod health;
 pub mod metrics;
 pub mod reconciler;
 pub mod redis;
+pub mod scrub;
 pub mod status;
 #[cfg(feature = "testkit")]
 pub mod testkit;

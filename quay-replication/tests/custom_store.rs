@@ -142,8 +142,9 @@ impl ManifestIndex for Wrapped {
     }
 }
 
-/// No garbage collection: the trait's defaults answer `Unsupported`.
+/// No garbage collection nor repairs: the traits' defaults answer `Unsupported`.
 impl quay_core::GarbageIndex for Wrapped {}
+impl quay_core::RepairIndex for Wrapped {}
 
 impl JobOutbox for Wrapped {
     fn outbox(&self) -> Option<Arc<dyn JobQueue>> {

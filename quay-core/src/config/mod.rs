@@ -105,6 +105,17 @@ pub struct QuayConfig {
     pub client_body_min_bytes_per_sec: u64,
     /// Garbage collection and the time machine (Quay's keys, and two of ours).
     pub gc: GcSettings,
+    /// `REGISTRY_STATE: readonly` (Quay's read-only mode): every write is refused, reads work,
+    /// and this instance's background duties that write are off.
+    pub read_only: bool,
+    /// `DISABLE_PUSHES: true` (Quay's): pushes are refused, reads and deletes work.
+    pub disable_pushes: bool,
+    /// `QUAY_SCRUB_BYTES_PER_SEC`: the background scrubber's read rate (0: no background
+    /// scrub, the default).
+    pub scrub_bytes_per_sec: u64,
+    /// `QUAY_SCRUB_INTERVAL_SECS`: one background scrub of every location per this many
+    /// seconds across the registry (86400).
+    pub scrub_interval_secs: u64,
     /// Quay keys present in the file that this engine does not use.
     pub ignored_keys: Vec<String>,
 }
@@ -312,6 +323,14 @@ struct RawConfig {
     #[serde(default)]
     CLEAN_BLOB_UPLOAD_FOLDER: Option<serde_yaml::Value>,
     #[serde(default)]
+    REGISTRY_STATE: Option<String>,
+    #[serde(default)]
+    DISABLE_PUSHES: Option<bool>,
+    #[serde(default)]
+    QUAY_SCRUB_BYTES_PER_SEC: Option<u64>,
+    #[serde(default)]
+    QUAY_SCRUB_INTERVAL_SECS: Option<u64>,
+    #[serde(default)]
     QUAY_GC_ORPHAN_GRACE_SECS: Option<u64>,
     #[serde(default)]
     QUAY_GC_ORPHAN_SWEEP_INTERVAL_SECS: Option<u64>,
@@ -494,6 +513,20 @@ impl QuayConfig {
         if raw.QUAY_CLIENT_BODY_TIMEOUT_SECS == Some(0) {
             problems.push("QUAY_CLIENT_BODY_TIMEOUT_SECS", "must be at least 1");
         }
+        let read_only = match raw.REGISTRY_STATE.as_deref() {
+            None | Some("normal") => false,
+            Some("readonly") => true,
+            Some(other) => {
+                problems.push(
+                    "REGISTRY_STATE",
+                    format_args!("is {other:?}; Quay's states are normal and readonly"),
+                );
+                false
+            }
+        };
+        if raw.QUAY_SCRUB_INTERVAL_SECS == Some(0) {
+            problems.push("QUAY_SCRUB_INTERVAL_SECS", "must be at least 1");
+        }
         let gc = gc::check(
             gc::RawGc {
                 feature: raw.FEATURE_GARBAGE_COLLECTION.as_ref(),
@@ -543,6 +576,10 @@ impl QuayConfig {
             client_body_timeout_secs: raw.QUAY_CLIENT_BODY_TIMEOUT_SECS.unwrap_or(30),
             client_body_min_bytes_per_sec: raw.QUAY_CLIENT_BODY_MIN_BYTES_PER_SEC.unwrap_or(1024),
             gc,
+            read_only,
+            disable_pushes: raw.DISABLE_PUSHES.unwrap_or(false),
+            scrub_bytes_per_sec: raw.QUAY_SCRUB_BYTES_PER_SEC.unwrap_or(0),
+            scrub_interval_secs: raw.QUAY_SCRUB_INTERVAL_SECS.unwrap_or(86_400),
             ignored_keys: ignored,
         })
     }

@@ -11,6 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::metadata::BlobRecord;
 use crate::names::{LocationId, RepositoryName};
 use crate::range::ByteRange;
+use crate::repair::CopyProblem;
 use crate::storage::ByteStream;
 
 /// How a blob's bytes reach the client.
@@ -100,8 +101,32 @@ impl Registry {
         let mut last_error: Option<Error> = None;
         let mut route = self.route(&blob, None);
         for (location, storage) in route.by_ref() {
-            if !self.inner.config.proxy_storage && storage.capabilities().presign && range.is_none()
-            {
+            // Redirect only into a location that is up and whose latest probe passed (never as
+            // a recovery trial), and only once the object is known to be there: a copy lost
+            // behind the registry's back is passed over, not handed to the client as a 404.
+            let redirect = !self.inner.config.proxy_storage
+                && storage.capabilities().presign
+                && range.is_none()
+                && self.inner.health.may_redirect(&location);
+            if redirect {
+                match storage.stat(&path).await {
+                    Ok(meta) if meta.size == blob.size => {}
+                    Ok(_) => {
+                        self.bad_copy_found(digest, &location, CopyProblem::Corrupt)
+                            .await;
+                        continue;
+                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        self.bad_copy_found(digest, &location, CopyProblem::Missing)
+                            .await;
+                        continue;
+                    }
+                    Err(e) => {
+                        warn!(%location, error = %e, "blob stat failed, trying the next location");
+                        last_error = Some(e.with_context("location", &location));
+                        continue;
+                    }
+                }
                 match storage
                     .presign_read(&path, self.inner.config.presign_expiry)
                     .await
@@ -121,15 +146,28 @@ impl Registry {
                     }
                 }
             }
-            // The location's health layer counts the outcome.
+            // Streamed through this instance (a server-side recovery trial, when the location
+            // was down); the location's health layer counts the outcome.
             match open_checked(storage.read(&path, range.clone()).await, blob.size == 0).await {
                 Ok(stream) => {
+                    // A whole blob is verified as it streams: the last chunk is held back until
+                    // size and digest are checked, so a corrupt copy is never served whole.
+                    let stream = match &range {
+                        Some(_) => stream,
+                        None => self.verified(stream, digest, blob.size, &location),
+                    };
                     return Ok(BlobRead {
                         digest: digest.clone(),
                         size: blob.size,
                         range,
                         body: BlobBody::Stream { location, stream },
-                    })
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    warn!(%location, "a placed copy is missing, trying the next location");
+                    self.bad_copy_found(digest, &location, CopyProblem::Missing)
+                        .await;
+                    last_error = Some(e.with_context("location", &location));
                 }
                 Err(e) => {
                     warn!(%location, error = %e, "blob read failed, trying the next location");
@@ -180,6 +218,39 @@ impl Registry {
             }
         }
         Ok(())
+    }
+}
+
+impl Registry {
+    /// `stream`, the whole blob `digest` read from `location`, with its last chunk held back
+    /// until the size and digest of everything before it are checked. A copy that does not
+    /// verify ends the stream with an error instead of its last chunk, and is reported (and
+    /// repaired from a good copy).
+    fn verified(
+        &self,
+        stream: ByteStream,
+        digest: &Digest,
+        size: u64,
+        location: &LocationId,
+    ) -> ByteStream {
+        let (lagged, check) = super::stream::hold_last(stream, digest.algorithm());
+        let (registry, digest, location) = (self.clone(), digest.clone(), location.clone());
+        let tail = futures::stream::once(async move {
+            let (bytes, got, last) = check.take()?;
+            if bytes == size && got.as_ref() == Some(&digest) {
+                return last.map(Ok);
+            }
+            warn!(%location, %digest, bytes, "a served copy does not verify; the read is cut off");
+            registry
+                .bad_copy_found(&digest, &location, CopyProblem::Corrupt)
+                .await;
+            Some(Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("the copy of {digest} in {location} is corrupt; it is being repaired"),
+            )))
+        })
+        .filter_map(futures::future::ready);
+        Box::pin(lagged.chain(tail))
     }
 }
 

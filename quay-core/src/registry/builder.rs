@@ -192,6 +192,7 @@ impl RegistryBuilder {
                 config,
                 queue,
                 outbox,
+                drained: Default::default(),
             }),
         })
     }

@@ -217,7 +217,8 @@ impl StorageEngine for HealthAccounted {
 
     async fn probe(&self) -> Result<()> {
         let r = self.inner.probe().await;
-        self.observe(&r);
+        // A probe is authoritative: one failure takes the location down.
+        self.tracker.record_probe(&self.location, &r);
         r
     }
 

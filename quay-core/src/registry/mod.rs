@@ -9,6 +9,7 @@ pub mod copy;
 mod gc;
 pub mod layers;
 mod manifests;
+mod repair;
 mod replicate;
 pub mod route;
 mod stream;
@@ -31,6 +32,7 @@ pub use builder::RegistryBuilder;
 pub use gc::{GcPolicy, GcReport, Removed};
 pub use layers::{HealthLayer, LayerOrder, StorageLayer};
 pub use manifests::{accepts, ManifestPut, TagPage};
+pub use repair::CopyCheck;
 pub use replicate::ReplicaOutcome;
 pub use route::Route;
 pub use uploads::{UploadStatus, UploadSweep, TEMPORARY_PREFIX, UPLOADS_PREFIX};
@@ -90,6 +92,8 @@ struct Inner {
     queue: Option<Arc<dyn JobQueue>>,
     /// The metadata store's outbox.
     outbox: Option<Arc<dyn JobQueue>>,
+    /// Locations drained by an operator, as last read from the metadata store.
+    drained: std::sync::RwLock<std::collections::BTreeSet<LocationId>>,
 }
 
 impl fmt::Debug for Registry {
@@ -187,15 +191,28 @@ impl Registry {
             .collect()
     }
 
-    /// The location new uploads are written to: the first preferred location that is up;
-    /// when all are down, the first that accepts a trial request (write failover).
+    /// The location new uploads are written to: the first preferred location that is up and
+    /// not drained; when all are down, the first that accepts a server-side trial (write
+    /// failover). Drained locations take no new blob.
     pub fn write_location(&self) -> Result<LocationId> {
-        let pref = &self.inner.config.preference;
+        let pref: Vec<&LocationId> = self
+            .inner
+            .config
+            .preference
+            .iter()
+            .filter(|l| !self.is_drained(l))
+            .collect();
+        if pref.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "every preferred storage location is drained; undrain one to accept pushes",
+            ));
+        }
         if let Some(up) = pref.iter().find(|l| self.inner.health.is_up(l)) {
-            return Ok(up.clone());
+            return Ok((*up).clone());
         }
         if let Some(trial) = pref.iter().find(|l| self.inner.health.allow(l)) {
-            return Ok(trial.clone());
+            return Ok((*trial).clone());
         }
         Err(Error::new(
             ErrorKind::Unavailable,

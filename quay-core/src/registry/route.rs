@@ -8,8 +8,8 @@ use crate::metadata::BlobRecord;
 use crate::names::LocationId;
 use crate::storage::StorageEngine;
 
-/// The locations to read a blob from, nearest first by this instance's preference, handed
-/// out one at a time: a location whose circuit is open is skipped (and noted in
+/// The locations to read a blob from, nearest first by this instance's preference (drained
+/// locations last), handed out one at a time: a location whose circuit is open is skipped (and noted in
 /// [`Route::skipped`]); one whose circuit is half-open is handed out as its one trial. Taking
 /// the next location only when the previous one failed keeps trials for the locations
 /// actually used.
@@ -26,11 +26,13 @@ impl<'a> Route<'a> {
         blob: &BlobRecord,
         exclude: Option<&LocationId>,
     ) -> Self {
-        let order: Vec<LocationId> =
+        let mut order: Vec<LocationId> =
             order_placements(&registry.inner.config.preference, &blob.locations)
                 .into_iter()
                 .filter(|l| Some(l) != exclude)
                 .collect();
+        // Drained locations are read last (stable: the preference order stays otherwise).
+        order.sort_by_key(|l| registry.is_drained(l));
         Route {
             registry,
             order: order.into_iter(),

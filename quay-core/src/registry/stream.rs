@@ -68,3 +68,65 @@ pub(crate) fn concat(storage: std::sync::Arc<dyn StorageEngine>, paths: Vec<Stri
         .flatten();
     Box::pin(s)
 }
+
+/// What [`hold_last`] saw by the end of its input: bytes, their digest, and the held-back last
+/// chunk; `None` when the input failed (its error was passed on).
+pub(crate) struct HeldTail {
+    state: Arc<Mutex<HoldState>>,
+}
+
+struct HoldState {
+    hasher: Option<DigestHasher>,
+    bytes: u64,
+    held: Option<bytes::Bytes>,
+    failed: bool,
+}
+
+impl HeldTail {
+    /// The outcome, once the held stream has ended.
+    pub fn take(&self) -> Option<(u64, Option<Digest>, Option<bytes::Bytes>)> {
+        let mut g = match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if g.failed {
+            return None;
+        }
+        let digest = g.hasher.take().map(DigestHasher::finish);
+        Some((g.bytes, digest, g.held.take()))
+    }
+}
+
+/// `stream` hashed as it passes, lagging one chunk behind: every chunk but the last is passed
+/// on; the last is kept in the [`HeldTail`] with the count and digest, for the caller to
+/// release once it has checked them.
+pub(crate) fn hold_last(stream: ByteStream, algorithm: Algorithm) -> (ByteStream, HeldTail) {
+    let state = Arc::new(Mutex::new(HoldState {
+        hasher: Some(DigestHasher::new(algorithm)),
+        bytes: 0,
+        held: None,
+        failed: false,
+    }));
+    let shared = state.clone();
+    let lagged = stream.filter_map(move |chunk| {
+        let mut g = match shared.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let out = match chunk {
+            Err(e) => {
+                g.failed = true;
+                Some(Err(e))
+            }
+            Ok(chunk) => {
+                g.bytes += chunk.len() as u64;
+                if let Some(h) = g.hasher.as_mut() {
+                    h.update(&chunk);
+                }
+                g.held.replace(chunk).map(Ok)
+            }
+        };
+        futures::future::ready(out)
+    });
+    (Box::pin(lagged), HeldTail { state })
+}

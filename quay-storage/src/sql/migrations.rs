@@ -46,6 +46,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "tag history and garbage collection",
         statements: garbage_collection,
     },
+    Migration {
+        version: 7,
+        name: "bad copies and drained locations",
+        statements: repairs,
+    },
 ];
 
 /// Every schema version this build knows, ascending.
@@ -372,6 +377,32 @@ fn garbage_collection(backend: DbBackend) -> Vec<String> {
                 name {name} PRIMARY KEY,
                 holder TEXT NOT NULL,
                 expires_at BIGINT NOT NULL)"
+        ),
+    ]
+    .into()
+}
+
+/// Version 7: stored copies found missing or corrupt (by reads and the scrubber), and the
+/// locations an operator drained. Additive.
+fn repairs(backend: DbBackend) -> Vec<String> {
+    let pg = backend == DbBackend::Postgres;
+    let name = if pg { "TEXT COLLATE \"C\"" } else { "TEXT" };
+    [
+        format!(
+            "CREATE TABLE bad_copies (
+                digest {name} NOT NULL REFERENCES blobs (digest) ON DELETE CASCADE,
+                location {name} NOT NULL,
+                problem TEXT NOT NULL,
+                found_at BIGINT NOT NULL,
+                recoverable BIGINT NOT NULL,
+                PRIMARY KEY (digest, location))"
+        ),
+        "CREATE INDEX bad_copies_found ON bad_copies (found_at)".to_owned(),
+        format!(
+            "CREATE TABLE location_states (
+                location {name} PRIMARY KEY,
+                drained BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL)"
         ),
     ]
     .into()

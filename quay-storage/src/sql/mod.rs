@@ -47,6 +47,7 @@ mod health;
 mod manifests;
 mod migrations;
 mod queue;
+mod repair;
 mod replication;
 mod uploads;
 

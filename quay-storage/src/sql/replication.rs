@@ -104,6 +104,8 @@ impl PlacementIndex for SqlMetadataStore {
                 op,
             )
             .await?;
+            // A verified copy is back: its problem, if one was recorded, is solved.
+            super::repair::resolve(&txn, digest, location, op).await?;
             commit(txn, op).await?;
             return Ok(true);
         }
