@@ -2,7 +2,7 @@
 //! The config loader never panics, whatever the YAML text and the preference override; a config
 //! it accepts only names configured locations.
 use libfuzzer_sys::fuzz_target;
-use quay_storage::config::QuayConfig;
+use quay_core::config::QuayConfig;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {
