@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Installs what the tests need when it is missing (skopeo) and
+# Runs the whole test suite. Installs what the tests need when it is missing (skopeo, Chromium
+# for the status page test, Azurite from npm) and
 # starts PostgreSQL and Redis when they are installed but stopped. Tests that need a service
 # fail, never skip, when it cannot be reached.
 set -euo pipefail
@@ -13,6 +14,17 @@ ensure_skopeo() {
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null
+}
+
+ensure_chromium() {
+    # The status page is checked in headless Chromium (Debian's package, about 300 MB).
+    if command -v chromium >/dev/null 2>&1; then return; fi
+    log "installing Chromium (Debian package chromium) for the status page test"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; then
+        log "WARNING: could not install Chromium; the status page test will fail"
+    fi
 }
 
 ensure_postgres() {
@@ -56,6 +68,7 @@ ensure_azurite() {
 }
 
 ensure_skopeo
+ensure_chromium
 ensure_postgres
 ensure_redis
 ensure_azurite

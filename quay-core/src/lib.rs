@@ -50,7 +50,10 @@ pub use metadata::{
     UploadStore,
 };
 pub use names::{LocationId, Reference, RepositoryName, Tag};
-pub use queue::{FailOutcome, Job, JobKind, JobQueue, JobSpec, Lease, QueueStats, RetryPolicy};
+pub use queue::{
+    FailOutcome, Job, JobKind, JobQueue, JobSpec, Lease, QueueStats, RetryPolicy, TargetStats,
+    WorkerBeat,
+};
 pub use range::ByteRange;
 pub use registry::{Registry, RegistryBuilder, RegistryConfig};
 pub use repair::{BadCopy, CopyProblem, RepairIndex};

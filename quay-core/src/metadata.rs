@@ -200,6 +200,9 @@ pub struct LocationStats {
     pub missing_blobs: u64,
     /// Bytes it lacks.
     pub missing_bytes: u64,
+    /// When the oldest blob it lacks was committed (`None` when it lacks none): how far
+    /// behind the location is.
+    pub oldest_missing_at: Option<TimestampMs>,
 }
 
 /// What `remove_location` did.

@@ -108,6 +108,42 @@ pub struct QueueStats {
     pub oldest_pending: Option<TimestampMs>,
 }
 
+/// Counts of the jobs acting on one location, for per-location status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetStats {
+    /// The location the jobs act on.
+    pub target: LocationId,
+    /// The counts, as [`JobQueue::stats`] gives them for the whole queue.
+    pub stats: QueueStats,
+}
+
+/// A replication worker's sign of life: recorded every few seconds by the worker's background
+/// runner, read by `quayctl status` and the status page to tell whether anyone drains the
+/// queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerBeat {
+    /// Unique per running worker (made when it starts).
+    pub id: String,
+    /// The host name of its machine.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// What runs it, e.g. `quay-server` or `quayctl worker`.
+    pub role: String,
+    /// When it started (the worker's clock).
+    pub started_at: TimestampMs,
+    /// When it last reported (the worker's clock).
+    pub seen_at: TimestampMs,
+    /// Jobs it finished since it started.
+    pub jobs_done: u64,
+    /// Failed attempts since it started.
+    pub jobs_failed: u64,
+    /// Bytes it copied since it started.
+    pub bytes_copied: u64,
+    /// Jobs it was running when it reported.
+    pub running: u32,
+}
+
 /// Retry policy: exponential back-off with jitter, and the attempt that dead-letters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -158,6 +194,13 @@ impl RetryPolicy {
 ///   it used its attempts; dead jobs are kept and counted, never dropped.
 /// - `defer` puts the job back for later without counting the attempt (used when a location is
 ///   known to be down).
+/// - `target_stats` gives, per location that has jobs, the counts `stats` gives for the whole
+///   queue; their sums are `stats`'s counts.
+/// - `record_worker` stores a worker's beat under its id, replacing the previous one;
+///   `workers` lists the beats seen at or after a time, most recent first; `forget_worker`
+///   removes one (a worker that stops cleanly). Beats older than [`WORKER_BEAT_RETENTION`]
+///   may be dropped. The three default to [`ErrorKind::Unsupported`]: a queue without them
+///   cannot tell an operator whether a worker is running.
 ///
 /// [`ErrorKind::Conflict`]: crate::ErrorKind::Conflict
 #[async_trait]
@@ -202,6 +245,47 @@ pub trait JobQueue: Send + Sync + fmt::Debug {
             "this queue cannot put dead jobs back",
         ))
     }
+    /// Counts per target location, in location order. The default answers
+    /// [`ErrorKind::Unsupported`].
+    ///
+    /// [`ErrorKind::Unsupported`]: crate::ErrorKind::Unsupported
+    async fn target_stats(&self) -> Result<Vec<TargetStats>> {
+        Err(unsupported("count jobs per location"))
+    }
+    /// Records a worker's beat (replacing its previous one). The default answers
+    /// [`ErrorKind::Unsupported`].
+    ///
+    /// [`ErrorKind::Unsupported`]: crate::ErrorKind::Unsupported
+    async fn record_worker(&self, beat: &WorkerBeat) -> Result<()> {
+        let _ = beat;
+        Err(unsupported("record workers"))
+    }
+    /// Removes a worker's beat; an unknown id is not an error. The default answers
+    /// [`ErrorKind::Unsupported`].
+    ///
+    /// [`ErrorKind::Unsupported`]: crate::ErrorKind::Unsupported
+    async fn forget_worker(&self, id: &str) -> Result<()> {
+        let _ = id;
+        Err(unsupported("record workers"))
+    }
+    /// The workers whose last beat is at or after `seen_since`, most recent first. The default
+    /// answers [`ErrorKind::Unsupported`].
+    ///
+    /// [`ErrorKind::Unsupported`]: crate::ErrorKind::Unsupported
+    async fn workers(&self, seen_since: TimestampMs) -> Result<Vec<WorkerBeat>> {
+        let _ = seen_since;
+        Err(unsupported("record workers"))
+    }
+}
+
+/// How long a queue keeps a worker's beat after it was last seen, at least.
+pub const WORKER_BEAT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+fn unsupported(what: &str) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::Unsupported,
+        format!("this queue cannot {what}"),
+    )
 }
 
 #[cfg(test)]

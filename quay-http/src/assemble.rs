@@ -99,9 +99,15 @@ impl ConfigOptions {
     }
 
     /// The URL of the metadata database: `DB_URI`, else SQLite in the data folder.
+    /// Without [`ConfigOptions::create_database`], a SQLite database must exist (its URL is
+    /// opened read-write, never create), whether it is the embedded default's or `DB_URI`'s.
     pub fn database_url(&self, config: &QuayConfig) -> Result<String> {
         if let Some(uri) = &config.db_uri {
-            return Ok(uri.clone());
+            if self.create_database {
+                create_sqlite_folder(uri)?;
+                return Ok(uri.clone());
+            }
+            return existing_sqlite(uri);
         }
         let path = self.data_dir.join("metadata.db");
         if self.create_database {
@@ -126,6 +132,81 @@ impl ConfigOptions {
         }
         Ok(format!("sqlite://{}?mode=rw", path.to_string_lossy()))
     }
+}
+
+/// The path and query of a SQLite URL naming a file (`None` for another database, or an
+/// in-memory one).
+fn sqlite_file(uri: &str) -> Option<(&str, &str)> {
+    let rest = uri.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let memory = path.is_empty() || path == ":memory:" || query.contains("mode=memory");
+    (!memory).then_some((path, query))
+}
+
+/// Creates the folder of a SQLite database that its URL asks to create (`mode=rwc`).
+fn create_sqlite_folder(uri: &str) -> Result<()> {
+    let Some((path, query)) = sqlite_file(uri) else {
+        return Ok(());
+    };
+    match Path::new(path).parent() {
+        Some(dir) if query.contains("mode=rwc") && !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("cannot create the database folder {}", dir.display()),
+                )
+                .with_source(e)
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `uri` unchanged unless it names a SQLite file: then the file must exist, and it is opened
+/// without `mode=rwc` (never created).
+fn existing_sqlite(uri: &str) -> Result<String> {
+    let Some((path, query)) = sqlite_file(uri) else {
+        return Ok(uri.to_owned());
+    };
+    if !Path::new(path).is_file() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "no registry database at {path} (DB_URI): check that --config names the \
+                 registry's config.yaml, and run from the folder its relative paths are \
+                 relative to"
+            ),
+        ));
+    }
+    let query: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("mode="))
+        .chain(["mode=rw"])
+        .collect();
+    Ok(format!("sqlite://{path}?{}", query.join("&")))
+}
+
+/// The storage location `id` of `config`, with the timeout layer
+/// (`QUAY_STORAGE_TIMEOUT_SECS`) that [`Quay::from_config`] puts on it, without a database
+/// or a registry: for tools that work on storage alone (`quayctl bench`).
+pub fn configured_location(
+    config: &QuayConfig,
+    id: &quay_core::LocationId,
+) -> Result<Arc<dyn quay_core::StorageEngine>> {
+    use quay_core::registry::layers::StorageLayer;
+    let driver = config.locations.get(id).ok_or_else(|| {
+        let known: Vec<&str> = config.locations.keys().map(|l| l.as_str()).collect();
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "no storage location {id} in DISTRIBUTED_STORAGE_CONFIG (it has: {})",
+                known.join(", ")
+            ),
+        )
+    })?;
+    let timeout = Duration::from_secs(config.storage_timeout_secs);
+    Ok(TimeoutLayer::new(timeout, timeout).layer(id, build_location(id, driver)?))
 }
 
 impl Quay {

@@ -29,6 +29,7 @@ use quay_core::{
 };
 use serde_json::json;
 
+use crate::access_log::AccessNote;
 use crate::error::{error_response, oci_code, ApiError};
 use crate::request::{Endpoint, OciRequest};
 use crate::AppState;
@@ -400,29 +401,13 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
         Ok(c) => c,
         Err(resp) => return resp,
     };
+    note_user(&req, &caller.identity);
     let refusal = match &parsed.endpoint {
         Endpoint::Base if caller.identity == Identity::Anonymous => {
             Some((Refusal::Challenge("authentication required"), Vec::new()))
         }
         Endpoint::Base | Endpoint::Unknown => None,
-        Endpoint::Catalog => match auth.authorizer.may_list_catalog(&caller.identity).await {
-            Ok(true) => None,
-            Ok(false) if caller.identity == Identity::Anonymous => {
-                let scope = Scope {
-                    kind: "registry".into(),
-                    name: "catalog".into(),
-                    actions: vec!["*".into()],
-                };
-                Some((Refusal::Challenge("authentication required"), vec![scope]))
-            }
-            Ok(false) => Some((
-                Refusal::Response(
-                    ApiError::new(ErrorKind::Denied, "may not list the catalog").into_response(),
-                ),
-                Vec::new(),
-            )),
-            Err(e) => Some((Refusal::Response(ApiError(e).into_response()), Vec::new())),
-        },
+        Endpoint::Catalog => catalog_refusal(&auth, &caller).await,
         endpoint => match parsed.repository() {
             // An invalid name goes on to the handler, which answers NAME_INVALID.
             None | Some(Err(_)) => None,
@@ -470,6 +455,71 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
             next.run(req).await
         }
     }
+}
+
+/// Tells the access log who is calling.
+fn note_user(req: &Request, identity: &Identity) {
+    if let (Identity::User(name), Some(note)) = (identity, req.extensions().get::<AccessNote>()) {
+        note.set_user(name);
+    }
+}
+
+/// Why `caller` may not list the catalog (with the scope to challenge for), or `None`.
+async fn catalog_refusal(auth: &AuthConfig, caller: &Caller) -> Option<(Refusal, Vec<Scope>)> {
+    match auth.authorizer.may_list_catalog(&caller.identity).await {
+        Ok(true) => None,
+        Ok(false) if caller.identity == Identity::Anonymous => {
+            let scope = Scope {
+                kind: "registry".into(),
+                name: "catalog".into(),
+                actions: vec!["*".into()],
+            };
+            Some((Refusal::Challenge("authentication required"), vec![scope]))
+        }
+        Ok(false) => Some((
+            Refusal::Response(
+                ApiError::new(ErrorKind::Denied, "may not list the catalog").into_response(),
+            ),
+            Vec::new(),
+        )),
+        Err(e) => Some((Refusal::Response(ApiError(e).into_response()), Vec::new())),
+    }
+}
+
+/// The access check of pages that show what the catalog shows (the status page): with access
+/// control on, the caller must be allowed to list the catalog. A refusal is the response to
+/// send; its challenge offers HTTP Basic too, so that a browser asks for a password.
+pub(crate) async fn catalog_access(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+    note: Option<&AccessNote>,
+) -> Result<(), Response> {
+    let Some(auth) = state.auth.clone() else {
+        return Ok(());
+    };
+    let caller = auth.caller(headers, client).await.map_err(with_basic)?;
+    if let (Identity::User(name), Some(note)) = (&caller.identity, note) {
+        note.set_user(name);
+    }
+    match catalog_refusal(&auth, &caller).await {
+        None => Ok(()),
+        Some((Refusal::Challenge(message), scopes)) => {
+            Err(with_basic(auth.challenge(headers, &scopes, message)))
+        }
+        Some((Refusal::Response(resp), _)) => Err(resp),
+    }
+}
+
+/// Adds a Basic challenge beside a Bearer one.
+fn with_basic(mut resp: Response) -> Response {
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().append(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"quay-rs status\""),
+        );
+    }
+    resp
 }
 
 /// The scopes of a token request: repeated `scope` parameters, each possibly holding several
@@ -581,6 +631,7 @@ fn tokens_off() -> Response {
 pub(crate) async fn token_get(
     State(state): State<AppState>,
     connect: Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>,
+    note: Option<axum::Extension<AccessNote>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
@@ -602,7 +653,12 @@ pub(crate) async fn token_get(
             match creds {
                 Ok(Credentials::Basic { username, password }) => {
                     match auth.login(&username, &password, client).await {
-                        Ok(Some(identity)) => identity,
+                        Ok(Some(identity)) => {
+                            if let Some(note) = &note {
+                                note.set_user(&username);
+                            }
+                            identity
+                        }
                         Ok(None) => return token_unauthorized("invalid username or password"),
                         Err(resp) => return resp,
                     }
@@ -631,6 +687,7 @@ fn oauth_error(code: &str, status: StatusCode) -> Response {
 pub(crate) async fn token_post(
     State(state): State<AppState>,
     connect: Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>,
+    note: Option<axum::Extension<AccessNote>>,
     body: Body,
 ) -> Response {
     let Some(auth) = state.auth.clone() else {
@@ -653,7 +710,12 @@ pub(crate) async fn token_post(
     };
     let password = quay_core::Secret::new(password);
     let identity = match auth.login(&username, &password, client).await {
-        Ok(Some(identity)) => identity,
+        Ok(Some(identity)) => {
+            if let Some(note) = &note {
+                note.set_user(&username);
+            }
+            identity
+        }
         Ok(None) => return oauth_error("invalid_grant", StatusCode::UNAUTHORIZED),
         Err(resp) => return resp,
     };

@@ -23,8 +23,12 @@
 //!   checks and metrics. [`Quay::builder`] takes a [`Registry`] built by hand instead.
 //! - [`Quay::oci_routes`] is the OCI API (`/v2/…`) as a router with no fallback and no
 //!   operations routes, to merge into a host application; [`Quay::ops_routes`] holds
-//!   `/health/instance`, `/health/endtoend` and `/metrics`, to merge or nest; [`Quay::router`]
-//!   is both with an OCI `404` fallback, what `quay-server` serves.
+//!   `/health/instance`, `/health/endtoend` and `/metrics` (open, for load balancers and
+//!   scrapers), to merge or nest; [`Quay::status_routes`] holds the status page `/status`
+//!   (behind the catalog's access check); [`Quay::router`] is the three with an OCI `404`
+//!   fallback, what `quay-server` serves.
+//! - Every request to the OCI and status routes writes one access-log line ([`access_log`]);
+//!   the library installs no `tracing` subscriber, the binaries do.
 //! - [`Quay::background`] is the runner of every background duty
 //!   ([`quay_replication::Background`]); [`Quay::serve`] serves the router with TLS and limits.
 //!
@@ -39,6 +43,7 @@
 //! [`quay_core::manifest::MAX_MANIFEST_SIZE`].
 #![deny(missing_docs)]
 
+pub mod access_log;
 mod assemble;
 pub mod auth;
 pub mod body;
@@ -48,6 +53,7 @@ mod quay;
 pub mod request;
 mod routes;
 pub mod serve;
+pub mod status_page;
 pub mod users;
 pub mod write_gate;
 
@@ -58,7 +64,7 @@ use axum::response::Response;
 use quay_core::Registry;
 use quay_replication::HealthMonitor;
 
-pub use assemble::{collector_config, gc_policy, ConfigOptions};
+pub use assemble::{collector_config, configured_location, gc_policy, ConfigOptions};
 pub use ops::{prometheus, MetricsRender};
 pub use quay::{Quay, QuayBuilder};
 pub use request::{parse_path, Endpoint, OciRequest};
@@ -76,6 +82,8 @@ pub(crate) struct AppState {
     pub(crate) auth: Option<Arc<auth::AuthConfig>>,
     pub(crate) body_limits: body::BodyLimits,
     pub(crate) write_mode: write_gate::WriteMode,
+    /// The instance's name, in access-log lines and on the status page.
+    pub(crate) instance: Arc<str>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -87,6 +95,7 @@ impl std::fmt::Debug for AppState {
             .field("auth", &self.auth)
             .field("body_limits", &self.body_limits)
             .field("write_mode", &self.write_mode)
+            .field("instance", &self.instance)
             .finish()
     }
 }

@@ -13,11 +13,12 @@ use quay_replication::redis::OutboxRelay;
 use quay_replication::worker::WorkerConfig;
 use quay_replication::{Background, CheckRole, HealthMonitor};
 
+use crate::access_log::{self, AccessLog};
 use crate::auth::AuthConfig;
 use crate::body::BodyLimits;
 use crate::serve::ServeOptions;
 use crate::write_gate::WriteMode;
-use crate::{add_api_version, auth, ops, request, routes, AppState, MetricsRender};
+use crate::{add_api_version, auth, ops, request, routes, status_page, AppState, MetricsRender};
 
 /// Default seconds between health probes.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -67,6 +68,7 @@ pub struct QuayBuilder {
     collector: Option<CollectorConfig>,
     scrubber: Option<(u64, Duration)>,
     write_mode: WriteMode,
+    instance: Option<String>,
 }
 
 impl Quay {
@@ -91,8 +93,14 @@ impl Quay {
             collector: None,
             scrubber: None,
             write_mode: WriteMode::Normal,
+            instance: None,
             registry,
         }
+    }
+
+    /// The instance's name, as access-log lines and the status page give it.
+    pub fn instance(&self) -> &str {
+        &self.inner.state.instance
     }
 
     /// The engine.
@@ -125,7 +133,7 @@ impl Quay {
     /// no operations routes, so it merges into a host application's router.
     pub fn oci_routes(&self) -> Router {
         let state = self.inner.state.clone();
-        Router::new()
+        let router = Router::new()
             .route(
                 auth::TOKEN_PATH,
                 get(auth::token_get).post(auth::token_post),
@@ -143,7 +151,27 @@ impl Quay {
             ))
             .layer(axum::middleware::from_fn(request::parse_once))
             .layer(axum::middleware::map_response(add_api_version))
-            .with_state(state)
+            .with_state(state);
+        self.access_logged(router)
+    }
+
+    /// `GET /status`, the status page ([`status_page`]): per location its health, what it
+    /// holds and lacks, its jobs and lag; the queue, the workers and the latest dead letters.
+    /// With access control on, it asks what `/v2/_catalog` asks. Access-logged.
+    pub fn status_routes(&self) -> Router {
+        let router = Router::new()
+            .route(status_page::STATUS_PATH, get(status_page::page))
+            .with_state(self.inner.state.clone());
+        self.access_logged(router)
+    }
+
+    fn access_logged(&self, router: Router) -> Router {
+        router.layer(axum::middleware::from_fn_with_state(
+            AccessLog {
+                instance: self.inner.state.instance.clone(),
+            },
+            access_log::layer,
+        ))
     }
 
     /// `/health/instance` and `/health/endtoend` (Quay's shape), and `/metrics` when a
@@ -160,11 +188,12 @@ impl Quay {
         router.with_state(state)
     }
 
-    /// Both route sets with an OCI `404 NAME_UNKNOWN`-style fallback: what `quay-server`
-    /// serves.
+    /// The OCI, operations and status routes with an OCI `404 NAME_UNKNOWN`-style fallback:
+    /// what `quay-server` serves.
     pub fn router(&self) -> Router {
         self.oci_routes()
             .merge(self.ops_routes())
+            .merge(self.status_routes())
             .fallback(routes::not_found)
     }
 
@@ -324,8 +353,22 @@ impl QuayBuilder {
         self
     }
 
+    /// The instance's name in access-log lines and on the status page (default: the host
+    /// name and the process id, `host:pid`, as worker heartbeats name their process).
+    pub fn instance(mut self, name: impl Into<String>) -> Self {
+        self.instance = Some(name.into());
+        self
+    }
+
     /// The instance.
     pub fn build(self) -> Quay {
+        let instance = self.instance.unwrap_or_else(|| {
+            format!(
+                "{}:{}",
+                quay_replication::background::host_name(),
+                std::process::id()
+            )
+        });
         let monitor = self.checks.into_iter().fold(
             HealthMonitor::for_registry(&self.registry, self.health_timeout),
             |monitor, (check, role)| monitor.with_check(check, role),
@@ -339,6 +382,7 @@ impl QuayBuilder {
                     auth: self.auth,
                     body_limits: self.body_limits,
                     write_mode: self.write_mode,
+                    instance: instance.into(),
                 },
                 health_interval: self.health_interval,
                 serve: self.serve,

@@ -3,7 +3,7 @@
 //!
 //! | part | what it does | on by default in `from_config` |
 //! |---|---|---|
-//! | worker | claims replication and delete jobs and does them ([`ReplicationWorker`]) | with replication |
+//! | worker | claims replication and delete jobs and does them ([`ReplicationWorker`]), and records a heartbeat in the queue every few seconds ([`JobQueue::record_worker`]) | with replication |
 //! | reconciler | enqueues every missing copy, every interval ([`reconciler`](crate::reconciler)) | with replication |
 //! | relay | moves jobs from the metadata store's outbox to another queue (Redis) | with a Redis queue |
 //! | health | runs the health checks behind `/health/*` ([`HealthMonitor`]) | yes |
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quay_core::metadata::now_ms;
-use quay_core::Registry;
+use quay_core::{ErrorKind, JobQueue, Registry, WorkerBeat};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -30,13 +30,16 @@ use tracing::{info, warn};
 use crate::collector::CollectorConfig;
 use crate::health::HealthMonitor;
 use crate::redis::OutboxRelay;
-use crate::worker::{ReplicationWorker, WorkerConfig};
+use crate::worker::{ReplicationWorker, WorkerConfig, WorkerCounters};
 
 /// How often the relay moves the outbox.
 const RELAY_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The longest pause between two passes of the upload expiry.
 const EXPIRY_PASS_MAX: Duration = Duration::from_secs(600);
+
+/// How often a running worker records its heartbeat in the queue.
+pub const WORKER_HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// The background duties of one registry instance; see the [module docs](self).
 #[derive(Debug)]
@@ -49,6 +52,8 @@ pub struct Background {
     upload_expiry: Option<(Duration, bool)>,
     collector: Option<CollectorConfig>,
     scrubber: Option<(u64, Duration)>,
+    role: String,
+    heartbeat_every: Duration,
 }
 
 impl Background {
@@ -63,6 +68,8 @@ impl Background {
             upload_expiry: None,
             collector: None,
             scrubber: None,
+            role: "worker".to_owned(),
+            heartbeat_every: WORKER_HEARTBEAT_EVERY,
         }
     }
 
@@ -102,6 +109,22 @@ impl Background {
     #[must_use]
     pub fn without_collector(mut self) -> Self {
         self.collector = None;
+        self
+    }
+
+    /// How often the worker records its heartbeat ([`WORKER_HEARTBEAT_EVERY`] by default;
+    /// readers count a worker as running for [`crate::status::WORKER_SEEN_WITHIN`]).
+    #[must_use]
+    pub fn heartbeat_every(mut self, every: Duration) -> Self {
+        self.heartbeat_every = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// What the worker's heartbeat says runs it (`worker` by default), e.g. `quay-server` or
+    /// `quayctl worker`: shown by `quayctl status` and the status page.
+    #[must_use]
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.role = role.into();
         self
     }
 
@@ -190,7 +213,15 @@ impl Background {
         match (self.worker, &queue) {
             (Some(config), Some(queue)) => {
                 let worker = ReplicationWorker::new(self.registry.clone(), queue.clone(), config);
+                let beat = heartbeat(
+                    queue.clone(),
+                    worker.counters().clone(),
+                    self.role.clone(),
+                    self.heartbeat_every,
+                    until(),
+                );
                 tasks.push(("worker", tokio::spawn(worker.run(until()))));
+                tasks.push(("worker heartbeat", tokio::spawn(beat)));
             }
             (Some(_), None) => info!("replication is off: no replication worker"),
             _ => {}
@@ -333,5 +364,75 @@ async fn expire_uploads(
             ),
             Err(e) => warn!(error = %e, "upload expiry failed"),
         }
+    }
+}
+
+/// The name of this machine (`/proc/sys/kernel/hostname`, else `$HOSTNAME`), or `unknown`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Records the worker's beat every `every` until `shutdown`, then removes
+/// it: `quayctl status` lists the workers seen recently and warns when there is none.
+async fn heartbeat(
+    queue: Arc<dyn JobQueue>,
+    counters: Arc<WorkerCounters>,
+    role: String,
+    every: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let started_at = now_ms();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (host, pid) = (host_name(), std::process::id());
+    let mut healthy = true;
+    // A beat every `every`, and sooner (once a second at most) while the counts move, so that
+    // what status shows is at most a second behind a busy worker.
+    let tick = every.min(Duration::from_secs(1));
+    let mut last: Option<(crate::worker::WorkerTotals, std::time::Instant)> = None;
+    loop {
+        let t = counters.totals();
+        let due = last.is_none_or(|(seen, at)| seen != t || at.elapsed() >= every);
+        if due {
+            let beat = WorkerBeat {
+                id: id.clone(),
+                host: host.clone(),
+                pid,
+                role: role.clone(),
+                started_at,
+                seen_at: now_ms(),
+                jobs_done: t.done,
+                jobs_failed: t.failed,
+                bytes_copied: t.bytes,
+                running: u32::try_from(t.running).unwrap_or(u32::MAX),
+            };
+            match queue.record_worker(&beat).await {
+                Ok(()) => healthy = true,
+                Err(e) if e.kind() == ErrorKind::Unsupported => {
+                    warn!(error = %e, "the queue cannot record worker heartbeats: \
+                           `quayctl status` will not see this worker");
+                    return;
+                }
+                // Once per outage: the database or Redis being down is reported elsewhere too.
+                Err(e) if healthy => {
+                    healthy = false;
+                    warn!(error = %e, "cannot record the worker heartbeat; will retry");
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot record the worker heartbeat"),
+            }
+            last = Some((t, std::time::Instant::now()));
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+    if let Err(e) = queue.forget_worker(&id).await {
+        tracing::debug!(error = %e, "cannot remove the worker heartbeat");
     }
 }

@@ -12,13 +12,15 @@
 //! - [`redis`]: the Redis job queue, and the relay that feeds it from the metadata store's
 //!   outbox (blob commits record their jobs there, in their own transaction);
 //! - [`health`]: the health monitor behind `/health/*`, with storage and queue probes;
-//! - [`status`]: how far replication has come.
+//! - [`status`]: how far replication has come, and which workers run;
+//! - [`bench`]: the replication benchmark of `quayctl bench`.
 //!
 //! The SQL job queue lives beside its schema, in `quay_storage::SqlJobQueue`. With the
 //! `testkit` feature, [`testkit`] holds the `JobQueue` conformance suite.
 #![deny(missing_docs)]
 
 pub mod background;
+pub mod bench;
 pub mod collector;
 pub mod health;
 pub mod metrics;

@@ -10,8 +10,9 @@
 //! a worker killed mid-copy leaves no half-written object visible, and the job is claimed
 //! again when its lease runs out.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quay_core::metadata::now_ms;
 use quay_core::{Error, ErrorKind, FailOutcome, JobKind, JobQueue, Lease, Registry, Result};
@@ -48,12 +49,63 @@ impl Default for WorkerConfig {
 /// What a job came to (the engine's outcome of a copy or removal).
 pub use quay_core::registry::ReplicaOutcome as Outcome;
 
+/// How often a running worker logs a progress line at INFO (when it did anything).
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// What a worker did since it started, read by its heartbeat and its progress lines.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    done: AtomicU64,
+    failed: AtomicU64,
+    deferred: AtomicU64,
+    bytes: AtomicU64,
+    running: AtomicU64,
+}
+
+/// A reading of [`WorkerCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerTotals {
+    /// Jobs finished (copied, removed, or found already done).
+    pub done: u64,
+    /// Failed attempts.
+    pub failed: u64,
+    /// Jobs put back because a location was down.
+    pub deferred: u64,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// Jobs running now.
+    pub running: u64,
+}
+
+impl WorkerCounters {
+    /// The counts now.
+    pub fn totals(&self) -> WorkerTotals {
+        WorkerTotals {
+            done: self.done.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            deferred: self.deferred.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            running: self.running.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Decrements the running count when a job's handling ends, however it ends.
+struct Running<'a>(&'a AtomicU64);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The replication worker.
 #[derive(Clone)]
 pub struct ReplicationWorker {
     registry: Registry,
     queue: Arc<dyn JobQueue>,
     config: WorkerConfig,
+    counters: Arc<WorkerCounters>,
 }
 
 impl std::fmt::Debug for ReplicationWorker {
@@ -73,7 +125,13 @@ impl ReplicationWorker {
             registry,
             queue,
             config,
+            counters: Arc::default(),
         }
+    }
+
+    /// What this worker (and its clones) did since it was made.
+    pub fn counters(&self) -> &Arc<WorkerCounters> {
+        &self.counters
     }
 
     /// Runs until `shutdown` resolves, then lets running jobs finish.
@@ -84,7 +142,9 @@ impl ReplicationWorker {
             concurrency = self.config.concurrency,
             "replication worker started"
         );
+        let mut progress = Progress::new(self.counters.totals());
         loop {
+            progress.maybe_log(self.counters.totals());
             while running.try_join_next().is_some() {}
             let free = self.config.concurrency.saturating_sub(running.len());
             let mut claimed = 0;
@@ -116,6 +176,7 @@ impl ReplicationWorker {
             "replication worker stopping; finishing running jobs"
         );
         while running.join_next().await.is_some() {}
+        progress.log(self.counters.totals());
     }
 
     /// Claims and processes due jobs until none is left (or `max_rounds` batches). Returns how
@@ -143,6 +204,9 @@ impl ReplicationWorker {
 
     /// Processes one claimed job, keeping its lease alive, and reports the result to the queue.
     async fn handle(&self, lease: Lease) {
+        let c = &self.counters;
+        c.running.fetch_add(1, Ordering::Relaxed);
+        let _running = Running(&c.running);
         let kind = lease.job.spec.kind;
         let work = self.process(&lease);
         let beat = self.heartbeat(&lease);
@@ -162,6 +226,7 @@ impl ReplicationWorker {
                     warn!(job = %lease.job.id, error = %e, "cannot defer job");
                 }
                 m::job_deferred(kind);
+                c.deferred.fetch_add(1, Ordering::Relaxed);
                 debug!(job = %lease.job.id, reason = %why, "job deferred");
             }
             Ok(outcome) => {
@@ -169,14 +234,18 @@ impl ReplicationWorker {
                     warn!(job = %lease.job.id, error = %e, "cannot complete job");
                 }
                 m::job_done(kind, &lease.job.spec.target);
+                c.done.fetch_add(1, Ordering::Relaxed);
                 if let Outcome::Copied { source, bytes } = &outcome {
+                    c.bytes.fetch_add(*bytes, Ordering::Relaxed);
                     m::copied(source, &lease.job.spec.target, *bytes);
                     let lag = (now_ms() - lease.job.enqueued_at).max(0) as f64 / 1000.0;
                     m::lag(&lease.job.spec.target, lag);
                 }
-                debug!(job = %lease.job.id, ?outcome, "job done");
+                debug!(job = %lease.job.id, kind = %kind, digest = %lease.job.spec.digest,
+                       target = %lease.job.spec.target, ?outcome, "job done");
             }
             Err(e) => {
+                c.failed.fetch_add(1, Ordering::Relaxed);
                 let message = e.to_string();
                 match self.queue.fail(&lease, &message).await {
                     Ok(FailOutcome::DeadLettered) => {
@@ -220,5 +289,51 @@ impl ReplicationWorker {
             }
             JobKind::Delete => self.registry.remove_copy(&spec.digest, &spec.target).await,
         }
+    }
+}
+
+/// The worker's progress lines: one at INFO every [`PROGRESS_EVERY`] in which it did
+/// anything, with what it did since the last line.
+struct Progress {
+    last: WorkerTotals,
+    since: Instant,
+}
+
+impl Progress {
+    fn new(totals: WorkerTotals) -> Self {
+        Progress {
+            last: totals,
+            since: Instant::now(),
+        }
+    }
+
+    fn maybe_log(&mut self, now: WorkerTotals) {
+        if self.since.elapsed() >= PROGRESS_EVERY {
+            self.log(now);
+        }
+    }
+
+    fn log(&mut self, now: WorkerTotals) {
+        let secs = self.since.elapsed().as_secs_f64().max(0.001);
+        let (done, failed, deferred, bytes) = (
+            now.done - self.last.done,
+            now.failed - self.last.failed,
+            now.deferred - self.last.deferred,
+            now.bytes - self.last.bytes,
+        );
+        if done + failed + deferred > 0 {
+            info!(
+                jobs_done = done,
+                failed,
+                deferred,
+                bytes_copied = bytes,
+                mb_per_sec = format_args!("{:.1}", bytes as f64 / 1e6 / secs),
+                running = now.running,
+                total_done = now.done,
+                "replication progress over the last {secs:.0}s"
+            );
+        }
+        self.last = now;
+        self.since = Instant::now();
     }
 }

@@ -14,8 +14,9 @@ use quay_core::{
     BlobIndex, ByteStream, Digest, DigestHasher, ErrorKind, JobQueue, LocationId, PlacementIndex,
     Registry, RegistryConfig, RepositoryName, RetryPolicy, StorageEngine,
 };
+use quay_replication::background::host_name;
 use quay_replication::worker::{ReplicationWorker, WorkerConfig};
-use quay_replication::{reconciler, status};
+use quay_replication::{reconciler, status, Background};
 use quay_storage::testkit::postgres::{fresh_database, TestDatabase};
 use quay_storage::{OpendalStorage, SqlJobQueue, SqlMetadataStore};
 
@@ -287,6 +288,73 @@ async fn corrupt_source_never_lands_in_the_target(postgres: bool) {
     s.finish().await;
 }
 
+/// Status tells, per location, what is missing, how far behind it is and the jobs acting on it;
+/// it warns while nobody works, then lists the background runner's worker by its heartbeat,
+/// which goes away when the runner stops.
+async fn status_tells_lag_jobs_and_workers(postgres: bool) {
+    let s = Setup::new(postgres, true).await;
+    push(&s.us, "app", vec![3u8; 10_000]).await;
+    let both = [id("us"), id("eu")];
+    let gather = || status::gather(&s.store, s.queue.as_ref(), &both, 10);
+    let report = gather().await.unwrap();
+    let (us, eu) = (&report.locations[0], &report.locations[1]);
+    assert_eq!((us.missing_blobs, eu.missing_blobs), (0, 1));
+    assert!(us.lag_secs.is_none(), "us lacks nothing: {us:?}");
+    assert!(
+        matches!(eu.lag_secs, Some(l) if l < 60.0),
+        "eu is behind: {eu:?}"
+    );
+    let eu_jobs = eu
+        .queue
+        .as_ref()
+        .expect("the SQL queue counts per location");
+    assert_eq!((eu_jobs.pending, eu_jobs.leased), (1, 0), "{eu_jobs:?}");
+    assert!(eu_jobs.oldest_pending_age_secs.is_some());
+    assert_eq!(us.queue.as_ref().map(|q| q.pending), Some(0));
+    assert!(report.workers_recorded && report.workers.is_empty());
+    assert!(report.nobody_working(), "a copy waits and nobody works");
+    assert!(
+        report
+            .render()
+            .contains("WARNING: no replication worker seen"),
+        "{}",
+        report.render()
+    );
+
+    let background = Background::new(s.eu.clone())
+        .worker(WorkerConfig {
+            poll_interval: Duration::from_millis(20),
+            ..WorkerConfig::default()
+        })
+        .role("test-eu")
+        .heartbeat_every(Duration::from_millis(50))
+        .spawn(std::future::pending());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let r = gather().await.unwrap();
+        if r.complete && r.workers.first().is_some_and(|w| w.jobs_done == 1) {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not copy and report: {}",
+            r.render()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let w = &report.workers[0];
+    assert_eq!((w.role.as_str(), w.pid), ("test-eu", std::process::id()));
+    assert_eq!(w.host, host_name());
+    assert_eq!(w.bytes_copied, 10_000);
+    assert!(!report.nobody_working());
+    assert!(report.render().contains("(test-eu)"), "{}", report.render());
+    background.stop().await;
+    let report = gather().await.unwrap();
+    assert!(report.workers.is_empty(), "a stopped worker is forgotten");
+    assert!(report.complete && !report.nobody_working());
+    s.finish().await;
+}
+
 macro_rules! both {
     ($($case:ident),*) => {
         mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(false).await } )* }
@@ -300,5 +368,6 @@ both!(
     reconciler_heals_blobs_pushed_before_replication,
     deletes_propagate_to_every_location,
     remove_location_refuses_last_copy_then_succeeds,
-    dead_source_falls_back_and_bad_jobs_dead_letter
+    dead_source_falls_back_and_bad_jobs_dead_letter,
+    status_tells_lag_jobs_and_workers
 );

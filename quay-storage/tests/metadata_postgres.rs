@@ -16,7 +16,7 @@ async fn concurrent_connects_migrate_once() {
     let db = fresh_database().await.unwrap();
     let connects = (0..4).map(|_| SqlMetadataStore::connect(&db.url));
     let stores = futures::future::join_all(connects).await;
-    let expected: Vec<i64> = SqlMetadataStore::schema_versions();
+    let expected = SqlMetadataStore::schema_versions();
     for store in stores {
         assert_eq!(store.unwrap().applied_migrations().await.unwrap(), expected);
     }

@@ -27,7 +27,7 @@ async fn migrations_apply_once() {
     let db = TestSqlite::new().unwrap();
     let first = SqlMetadataStore::connect(&db.url).await.unwrap();
     let second = SqlMetadataStore::connect(&db.url).await.unwrap();
-    let expected: Vec<i64> = SqlMetadataStore::schema_versions();
+    let expected = SqlMetadataStore::schema_versions();
     assert_eq!(first.applied_migrations().await.unwrap(), expected);
     assert_eq!(second.applied_migrations().await.unwrap(), expected);
 }
@@ -41,7 +41,7 @@ async fn concurrent_connects_migrate_once() {
         SqlMetadataStore::connect(&db.url),
     );
     let (a, _b, _c) = (a.unwrap(), b.unwrap(), c.unwrap());
-    let expected: Vec<i64> = SqlMetadataStore::schema_versions();
+    let expected = SqlMetadataStore::schema_versions();
     assert_eq!(a.applied_migrations().await.unwrap(), expected);
 }
 

@@ -1,5 +1,8 @@
-//! `quay-server`: the reference registry server. Argument parsing, then the library's
+//! `quay-server`: the registry server. Argument parsing and logging, then the library's
 //! [`Quay::from_config`], its background runner and its server.
+
+#[path = "../logging.rs"]
+mod logging;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,13 +10,27 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use quay_core::config::QuayConfig;
+use quay_core::config::{LogFormat, QuayConfig};
 use quay_http::{ConfigOptions, Quay};
 use tracing::{error, info, warn};
 
-/// A geo-replicated OCI registry server.
+/// What `--help` says the tool is for.
+const ABOUT: &str = "Serves a geo-replicated OCI container registry: the OCI Distribution API \
+(push and pull with skopeo, podman, docker), /health/*, /metrics and a status page at /status, \
+from a Quay config.yaml; and runs its background work (replication worker, reconciler, health \
+probes, upload expiry). Several instances, one per region, share one database.";
+
+const AFTER_HELP: &str = "\
+Without --config, it serves the embedded default: SQLite and one filesystem location under
+--data-dir (created when missing).";
+
 #[derive(Debug, Parser)]
-#[command(name = "quay-server", version, about)]
+#[command(
+    name = "quay-server",
+    version,
+    about = ABOUT,
+    after_help = format!("{AFTER_HELP}\n\n{}", logging::ENVIRONMENT_HELP),
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:5000")]
@@ -30,8 +47,8 @@ struct Args {
     /// Seconds between background health probes (database, Redis, every storage location).
     #[arg(long, default_value_t = 2)]
     health_interval_secs: u64,
-    /// Do not run the replication worker, the reconciler and the Redis outbox relay in this
-    /// process (run `quayctl worker` instead).
+    /// Do not run the replication worker, the reconciler and the Redis queue's outbox relay in
+    /// this process (run `quayctl worker` instead).
     #[arg(long)]
     no_worker: bool,
     /// PEM certificate chain to serve TLS with (with --tls-key).
@@ -43,32 +60,39 @@ struct Args {
     /// Largest request head (request line and headers) accepted, in bytes; larger gets 431.
     #[arg(long, default_value_t = quay_http::serve::DEFAULT_MAX_HEADER_BYTES)]
     max_header_bytes: usize,
+    /// Log lines as `text` or `json` (default: the config's QUAY_LOG_FORMAT, else text).
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    // The configuration first: it may choose the log format. Its error is logged once, below.
+    let preference = std::env::var("QUAY_DISTRIBUTED_STORAGE_PREFERENCE").ok();
+    let config = match &args.config {
+        Some(path) => QuayConfig::from_file(path, preference.as_deref()),
+        None => QuayConfig::embedded_default(&args.data_dir),
+    };
+    let format = match args.log_format.as_deref().map(str::parse) {
+        Some(Ok(f)) => f,
+        _ => config.as_ref().map_or(LogFormat::Text, |c| c.log_format),
+    };
+    logging::init(format, "info");
+    let result = match config {
+        Ok(config) => run(args, config).await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
-            eprintln!("quay-server: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(args: Args) -> quay_core::Result<()> {
-    let preference = std::env::var("QUAY_DISTRIBUTED_STORAGE_PREFERENCE").ok();
-    let config = match &args.config {
-        Some(path) => QuayConfig::from_file(path, preference.as_deref())?,
-        None => QuayConfig::embedded_default(&args.data_dir)?,
-    };
+async fn run(args: Args, config: QuayConfig) -> quay_core::Result<()> {
     if !config.ignored_keys.is_empty() {
         info!(keys = %config.ignored_keys.join(", "), "config keys not used by this engine (ignored)");
     }
@@ -98,8 +122,10 @@ async fn run(args: Args) -> quay_core::Result<()> {
         .map_err(|e| config_error("no local address".into(), e))?;
     info!(address = %local, "listening");
     quay.refresh_health().await;
-    let mut background = quay.background();
+    let mut background = quay.background().role("quay-server");
     if args.no_worker {
+        // Replication runs elsewhere (`quayctl worker`), and so does the relay that feeds a
+        // Redis queue from the outbox.
         background = background
             .without_worker()
             .without_reconciler()

@@ -50,6 +50,7 @@ pub(crate) const OURS: &[&str] = &[
     "QUAY_SCRUB_INTERVAL_SECS",
     "QUAY_GC_ORPHAN_GRACE_SECS",
     "QUAY_GC_ORPHAN_SWEEP_INTERVAL_SECS",
+    "QUAY_LOG_FORMAT",
 ];
 
 /// Keys of Quay's that are close to ours in spelling but are real, distinct keys.

@@ -116,8 +116,37 @@ pub struct QuayConfig {
     /// `QUAY_SCRUB_INTERVAL_SECS`: one background scrub of every location per this many
     /// seconds across the registry (86400).
     pub scrub_interval_secs: u64,
+    /// `QUAY_LOG_FORMAT`: how the binaries write their logs, `text` (default) or `json`
+    /// (their `--log-format` overrides it).
+    pub log_format: LogFormat,
     /// Quay keys present in the file that this engine does not use.
     pub ignored_keys: Vec<String>,
+}
+
+/// How logs are written (`QUAY_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("unknown log format {other:?}: text or json"),
+            )),
+        }
+    }
 }
 
 /// Certificate and key files for TLS.
@@ -230,6 +259,7 @@ impl fmt::Debug for QuayConfig {
             .field("replication_settings", &self.replication_settings)
             .field("auth", &self.auth)
             .field("tls", &self.tls)
+            .field("log_format", &self.log_format)
             .finish()
     }
 }
@@ -334,6 +364,8 @@ struct RawConfig {
     QUAY_GC_ORPHAN_GRACE_SECS: Option<u64>,
     #[serde(default)]
     QUAY_GC_ORPHAN_SWEEP_INTERVAL_SECS: Option<u64>,
+    #[serde(default)]
+    QUAY_LOG_FORMAT: LogFormat,
     #[serde(flatten)]
     rest: BTreeMap<String, serde_yaml::Value>,
 }
@@ -580,6 +612,7 @@ impl QuayConfig {
             disable_pushes: raw.DISABLE_PUSHES.unwrap_or(false),
             scrub_bytes_per_sec: raw.QUAY_SCRUB_BYTES_PER_SEC.unwrap_or(0),
             scrub_interval_secs: raw.QUAY_SCRUB_INTERVAL_SECS.unwrap_or(86_400),
+            log_format: raw.QUAY_LOG_FORMAT,
             ignored_keys: ignored,
         })
     }

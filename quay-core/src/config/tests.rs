@@ -401,3 +401,34 @@ fn quay_georeplication_example_parses_and_validates() {
     let eu = QuayConfig::from_yaml(GEOREP_GCS, Some("eustorage usstorage")).unwrap();
     assert_eq!(ids(&eu.preference), ["eustorage", "usstorage"]);
 }
+
+const TWO_REGION_LOCAL: &str = include_str!("../../../examples/config/two-region-local.yaml");
+
+#[test]
+fn log_format_is_text_unless_json_and_nothing_else() {
+    let base = "DISTRIBUTED_STORAGE_CONFIG:\n  l: [MemoryStorage, {}]\n";
+    let c = QuayConfig::from_yaml(base, None).unwrap();
+    assert_eq!(c.log_format, LogFormat::Text);
+    let c = QuayConfig::from_yaml(&format!("{base}QUAY_LOG_FORMAT: json\n"), None).unwrap();
+    assert_eq!(c.log_format, LogFormat::Json);
+    let e = QuayConfig::from_yaml(&format!("{base}QUAY_LOG_FORMAT: xml\n"), None).unwrap_err();
+    assert!(e.to_string().contains("QUAY_LOG_FORMAT"), "{e}");
+    let e = QuayConfig::from_yaml(&format!("{base}QUAY_LOG_FORMT: json\n"), None).unwrap_err();
+    assert!(
+        e.to_string().contains("did you mean QUAY_LOG_FORMAT"),
+        "{e}"
+    );
+    assert_eq!("json".parse::<LogFormat>().unwrap(), LogFormat::Json);
+    assert!("JSON ".parse::<LogFormat>().is_err());
+}
+
+#[test]
+fn two_region_local_example_parses_and_validates() {
+    let us = QuayConfig::from_yaml(TWO_REGION_LOCAL, None).unwrap();
+    let ids = |v: &[LocationId]| v.iter().map(|i| i.as_str().to_owned()).collect::<Vec<_>>();
+    assert_eq!(ids(&us.default_locations), ["us", "eu"]);
+    assert!(us.replication);
+    assert!(us.ignored_keys.is_empty(), "{:?}", us.ignored_keys);
+    let eu = QuayConfig::from_yaml(TWO_REGION_LOCAL, Some("eu us")).unwrap();
+    assert_eq!(ids(&eu.preference), ["eu", "us"]);
+}

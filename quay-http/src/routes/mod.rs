@@ -6,6 +6,8 @@ mod listing;
 mod manifests;
 mod uploads;
 
+pub(crate) use blobs::STORAGE_LOCATION_HEADER;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};

@@ -14,6 +14,8 @@
 //! | `P live` | sorted set | ids of jobs not dead, scored by enqueue time (for `oldest_pending`) |
 //! | `P ids` | hash | `"<kind> <digest> <target>"` → id, for every job queued, leased or dead |
 //! | `P seq` | string | the last id given |
+//! | `P workers` | sorted set | ids of replication workers, scored by their last beat (ms, the worker's clock) |
+//! | `P worker_info` | hash | worker id → its last beat (JSON) |
 //!
 //! A job is in exactly one of `pending`, `leased` and `dead`. Each operation is one Lua script,
 //! atomic on the server: `claim` moves due ids from `pending`, and ids whose lease ended from
@@ -43,6 +45,7 @@ mod outboxed;
 mod queue;
 mod relay;
 mod scripts;
+mod workers;
 
 pub use self::config::{RedisQueueConfig, DEFAULT_PREFIX};
 pub use self::outboxed::OutboxedRedisQueue;

@@ -5,7 +5,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use quay_core::{FailOutcome, Job, JobQueue, JobSpec, Lease, QueueStats, Result};
+use std::collections::BTreeMap;
+
+use quay_core::metadata::TimestampMs;
+use quay_core::{
+    FailOutcome, Job, JobQueue, JobSpec, Lease, LocationId, QueueStats, Result, TargetStats,
+    WorkerBeat,
+};
 use std::sync::Arc;
 
 use super::RedisJobQueue;
@@ -57,15 +63,32 @@ impl JobQueue for OutboxedRedisQueue {
     async fn stats(&self) -> Result<QueueStats> {
         let r = self.redis.stats().await?;
         let o = self.outbox.stats().await?;
-        Ok(QueueStats {
-            pending: r.pending + o.pending + o.leased,
-            leased: r.leased,
-            dead: r.dead + o.dead,
-            oldest_pending: match (r.oldest_pending, o.oldest_pending) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
-        })
+        Ok(combine(&r, &o))
+    }
+    async fn target_stats(&self) -> Result<Vec<TargetStats>> {
+        let mut by_target: BTreeMap<LocationId, (QueueStats, QueueStats)> = BTreeMap::new();
+        for t in self.redis.target_stats().await? {
+            by_target.entry(t.target).or_default().0 = t.stats;
+        }
+        for t in self.outbox.target_stats().await? {
+            by_target.entry(t.target).or_default().1 = t.stats;
+        }
+        Ok(by_target
+            .into_iter()
+            .map(|(target, (r, o))| TargetStats {
+                target,
+                stats: combine(&r, &o),
+            })
+            .collect())
+    }
+    async fn record_worker(&self, beat: &WorkerBeat) -> Result<()> {
+        self.redis.record_worker(beat).await
+    }
+    async fn forget_worker(&self, id: &str) -> Result<()> {
+        self.redis.forget_worker(id).await
+    }
+    async fn workers(&self, seen_since: TimestampMs) -> Result<Vec<WorkerBeat>> {
+        self.redis.workers(seen_since).await
     }
     async fn retry_dead(&self) -> Result<u64> {
         Ok(self.redis.retry_dead().await? + self.outbox.retry_dead().await?)
@@ -75,5 +98,19 @@ impl JobQueue for OutboxedRedisQueue {
         jobs.extend(self.outbox.dead_jobs(limit).await?);
         jobs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(jobs)
+    }
+}
+
+/// The counts of Redis `r` and outbox `o`: a job still in the outbox (waiting for the relay,
+/// or being relayed) is pending.
+fn combine(r: &QueueStats, o: &QueueStats) -> QueueStats {
+    QueueStats {
+        pending: r.pending + o.pending + o.leased,
+        leased: r.leased,
+        dead: r.dead + o.dead,
+        oldest_pending: match (r.oldest_pending, o.oldest_pending) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
     }
 }

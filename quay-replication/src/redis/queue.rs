@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use quay_core::metadata::TimestampMs;
 use quay_core::{
     Error, ErrorKind, FailOutcome, Job, JobKind, JobQueue, JobSpec, Lease, QueueStats, Result,
-    RetryPolicy,
+    RetryPolicy, TargetStats, WorkerBeat,
 };
 
 use super::config::RedisQueueConfig;
@@ -55,7 +55,8 @@ struct Inner {
     connections: Connections,
     policy: RetryPolicy,
     prefix: String,
-    /// pending, leased, dead, live, ids, seq: the `KEYS` of every script.
+    /// pending, leased, dead, live, ids, seq, workers, worker_info: the `KEYS` of every
+    /// script.
     keys: Vec<String>,
     /// The prefix of job hashes, `ARGV[1]` of every script.
     job_prefix: String,
@@ -90,10 +91,19 @@ impl RedisJobQueue {
     pub fn connect_lazy(config: &RedisQueueConfig, policy: RetryPolicy) -> Result<Self> {
         let connections = Connections::new(config)?;
         let p = &config.prefix;
-        let keys = ["pending", "leased", "dead", "live", "ids", "seq"]
-            .iter()
-            .map(|k| format!("{p}{k}"))
-            .collect();
+        let keys = [
+            "pending",
+            "leased",
+            "dead",
+            "live",
+            "ids",
+            "seq",
+            "workers",
+            "worker_info",
+        ]
+        .iter()
+        .map(|k| format!("{p}{k}"))
+        .collect();
         Ok(RedisJobQueue {
             inner: Arc::new(Inner {
                 connections,
@@ -108,6 +118,11 @@ impl RedisJobQueue {
     /// The key prefix of this queue.
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
+    }
+
+    /// The prefix of job hashes, `ARGV[1]` of every script.
+    pub(super) fn job_prefix(&self) -> String {
+        self.inner.job_prefix.clone()
     }
 
     /// Adds jobs recorded elsewhere at `enqueued_at` (the outbox relay keeps the commit's
@@ -163,7 +178,7 @@ impl RedisJobQueue {
         Ok(added)
     }
 
-    async fn run(
+    pub(super) async fn run(
         &self,
         op: &'static str,
         script: &Script,
@@ -197,7 +212,12 @@ impl RedisJobQueue {
         reply.ok_or_else(lease_lost)
     }
 
-    async fn count(&self, op: &'static str, script: &Script, args: Vec<String>) -> Result<u64> {
+    pub(super) async fn count(
+        &self,
+        op: &'static str,
+        script: &Script,
+        args: Vec<String>,
+    ) -> Result<u64> {
         let reply: String = self
             .inner
             .connections
@@ -225,7 +245,7 @@ fn job_id(lease: &Lease) -> Result<String> {
     Ok(id.clone())
 }
 
-fn number(op: &'static str, value: Option<&String>) -> Result<i64> {
+pub(super) fn number(op: &'static str, value: Option<&String>) -> Result<i64> {
     match value {
         Some(v) => v.parse().map_err(|_| bad_reply(op, v)),
         None => Err(bad_reply(op, "missing number")),
@@ -269,6 +289,22 @@ fn jobs(op: &'static str, values: &[Option<String>]) -> Result<Vec<Job>> {
 impl JobQueue for RedisJobQueue {
     async fn retry_dead(&self) -> Result<u64> {
         RedisJobQueue::retry_dead(self).await
+    }
+
+    async fn target_stats(&self) -> Result<Vec<TargetStats>> {
+        super::workers::target_stats(self).await
+    }
+
+    async fn record_worker(&self, beat: &WorkerBeat) -> Result<()> {
+        super::workers::record(self, beat).await
+    }
+
+    async fn forget_worker(&self, id: &str) -> Result<()> {
+        super::workers::forget(self, id).await
+    }
+
+    async fn workers(&self, seen_since: TimestampMs) -> Result<Vec<WorkerBeat>> {
+        super::workers::list(self, seen_since).await
     }
 
     async fn enqueue(&self, jobs: &[JobSpec]) -> Result<u64> {

@@ -3,7 +3,8 @@
 //!
 //! Every script gets the same keys, in this order (see the module docs of `redis`):
 //! `KEYS[1]` pending, `KEYS[2]` leased, `KEYS[3]` dead, `KEYS[4]` live, `KEYS[5]` ids,
-//! `KEYS[6]` seq; and `ARGV[1]`, the prefix of job hashes. Times come from the server's clock
+//! `KEYS[6]` seq, `KEYS[7]` workers, `KEYS[8]` worker_info; and `ARGV[1]`, the prefix of job
+//! hashes. Times come from the server's clock
 //! (`TIME`), so workers with skewed clocks still agree on when a lease ends. Numbers go back to
 //! the client as decimal strings, and "lease lost" as a nil reply.
 
@@ -203,5 +204,85 @@ for _, id in ipairs(ids) do
   end
 end
 return s(#ids)
+"#
+);
+
+/// Per target: pending (with leases that ended), leased, dead, and the oldest enqueue time of
+/// the jobs not dead. Returns 5 values per target: target, pending, leased, dead, oldest (or
+/// an empty string). It reads every job's hash: its cost grows with the queue (a status page,
+/// not a hot path).
+pub(crate) const TARGET_STATS: &str = concat!(
+    prelude!(),
+    r#"
+local now = now_ms()
+local stats, order = {}, {}
+local function add(id, slot)
+  local f = redis.call('HMGET', ARGV[1] .. id, 'target', 'enqueued_at')
+  if not f[1] then return end
+  local e = stats[f[1]]
+  if not e then
+    e = {0, 0, 0, false}
+    stats[f[1]] = e
+    order[#order + 1] = f[1]
+  end
+  e[slot] = e[slot] + 1
+  local at = tonumber(f[2])
+  if slot ~= 3 and at and (not e[4] or at < e[4]) then e[4] = at end
+end
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do add(id, 1) end
+local leased = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = 1, #leased, 2 do
+  if tonumber(leased[i + 1]) < now then add(leased[i], 1) else add(leased[i], 2) end
+end
+for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do add(id, 3) end
+table.sort(order)
+local out = {}
+for _, t in ipairs(order) do
+  local e = stats[t]
+  out[#out + 1] = t
+  out[#out + 1] = s(e[1])
+  out[#out + 1] = s(e[2])
+  out[#out + 1] = s(e[3])
+  if e[4] then out[#out + 1] = s(e[4]) else out[#out + 1] = '' end
+end
+return out
+"#
+);
+
+/// `ARGV[2]` worker id, `ARGV[3]` seen_at, `ARGV[4]` the beat (JSON), `ARGV[5]` the retention
+/// cut-off. Stores the beat and drops those older than the cut-off; returns how many.
+pub(crate) const WORKER_BEAT: &str = concat!(
+    prelude!(),
+    r#"
+redis.call('ZADD', KEYS[7], ARGV[3], ARGV[2])
+redis.call('HSET', KEYS[8], ARGV[2], ARGV[4])
+local old = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[5])
+for _, id in ipairs(old) do
+  redis.call('ZREM', KEYS[7], id)
+  redis.call('HDEL', KEYS[8], id)
+end
+return s(#old)
+"#
+);
+
+/// `ARGV[2]` worker id. Removes its beat; returns how many (0 or 1).
+pub(crate) const FORGET_WORKER: &str = concat!(
+    prelude!(),
+    r#"
+redis.call('HDEL', KEYS[8], ARGV[2])
+return s(redis.call('ZREM', KEYS[7], ARGV[2]))
+"#
+);
+
+/// `ARGV[2]` seen since (ms). Returns the beats (JSON) seen since then, most recent first.
+pub(crate) const WORKERS: &str = concat!(
+    prelude!(),
+    r#"
+local out = {}
+for _, id in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[7], '+inf', ARGV[2], 'LIMIT', 0, 1000)) do
+  local beat = redis.call('HGET', KEYS[8], id)
+  if beat then out[#out + 1] = beat end
+end
+return out
 "#
 );

@@ -1,6 +1,6 @@
 //! The conformance suite of [`JobQueue`]: one small case per behaviour of its `# Behavior`
 //! contract (idempotent enqueue, exclusive leases, expiry, heartbeats, back-off,
-//! dead-lettering, `defer`, `stats`).
+//! dead-lettering, `defer`, `stats`, per-location counts, worker beats).
 //!
 //! A backend joins the suite by implementing [`QueueHarness`] (a fresh, isolated queue per
 //! case, on which several handles can be opened) and expanding
@@ -22,6 +22,7 @@ mod enqueue;
 mod lease;
 mod retry;
 mod stats;
+mod workers;
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
@@ -40,6 +41,7 @@ pub use self::enqueue::*;
 pub use self::lease::*;
 pub use self::retry::*;
 pub use self::stats::*;
+pub use self::workers::*;
 
 /// A fresh, isolated queue for one case, on which handles are opened.
 #[async_trait]
@@ -166,6 +168,9 @@ macro_rules! __queue_cases {
             stats_of_an_empty_queue_are_zero
             stats_count_pending_leased_and_dead
             expired_lease_counts_as_pending
+            target_stats_count_the_jobs_of_each_location
+            worker_beats_are_listed_replaced_and_forgotten
+            vanished_workers_are_dropped_after_the_retention
         );
     };
 }

@@ -79,7 +79,10 @@ async fn open_sqlite(url: &str, timeout: Duration) -> Result<DatabaseConnection>
 async fn open_postgres(url: &str, timeout: Duration) -> Result<DatabaseConnection> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| sqlx_error("connect", e))?
-        .application_name("quay-rs");
+        .application_name("quay-rs")
+        // The server keeps its notices ("relation … already exists, skipping", from the
+        // idempotent DDL run at every start) to itself: sqlx would log each at INFO.
+        .options([("client_min_messages", "warning")]);
     let host = format!("{}:{}", options.get_host(), options.get_port());
     let unreachable = |e| {
         sqlx_error("connect", e)

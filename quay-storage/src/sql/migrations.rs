@@ -42,6 +42,11 @@ const MIGRATIONS: &[Migration] = &[
         statements: replication_jobs,
     },
     Migration {
+        version: 4,
+        name: "worker heartbeats",
+        statements: worker_heartbeats,
+    },
+    Migration {
         version: 5,
         name: "tag history and garbage collection",
         statements: garbage_collection,
@@ -54,7 +59,7 @@ const MIGRATIONS: &[Migration] = &[
 ];
 
 /// Every schema version this build knows, ascending.
-pub(crate) fn known_versions() -> Vec<i64> {
+pub(crate) fn versions() -> Vec<i64> {
     let mut versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
     versions.sort_unstable();
     versions
@@ -67,6 +72,12 @@ pub(crate) fn latest_version() -> i64 {
 
 /// Applies every migration the database has not recorded yet.
 pub(crate) async fn migrate(db: &DatabaseConnection) -> Result<()> {
+    migrate_up_to(db, i64::MAX).await
+}
+
+/// Applies the migrations up to version `last` that the database has not recorded yet (a
+/// release that knew no later one; for upgrade tests).
+pub(crate) async fn migrate_up_to(db: &DatabaseConnection, last: i64) -> Result<()> {
     let backend = db.get_database_backend();
     let op = "migrate";
 
@@ -86,7 +97,7 @@ pub(crate) async fn migrate(db: &DatabaseConnection) -> Result<()> {
     .map_err(|e| db_error(op, e))?;
     txn.commit().await.map_err(|e| db_error(op, e))?;
 
-    for migration in MIGRATIONS {
+    for migration in MIGRATIONS.iter().filter(|m| m.version <= last) {
         let txn = db.begin().await.map_err(|e| db_error(op, e))?;
         lock(&txn, backend).await?;
         if is_applied(&txn, backend, migration.version).await? {
@@ -291,6 +302,34 @@ fn replication_jobs(backend: DbBackend) -> Vec<String> {
         ),
         "CREATE INDEX replication_jobs_due ON replication_jobs (state, not_before)".to_owned(),
         "CREATE INDEX replication_jobs_target ON replication_jobs (target)".to_owned(),
+    ]
+    .into()
+}
+
+/// Version 4: one row per running replication worker, replaced by its heartbeat every few
+/// seconds, so that an operator can tell whether anyone drains the queue. A new table: older
+/// releases sharing the database never read it.
+fn worker_heartbeats(backend: DbBackend) -> Vec<String> {
+    let name = if backend == DbBackend::Postgres {
+        "TEXT COLLATE \"C\""
+    } else {
+        "TEXT"
+    };
+    [
+        format!(
+            "CREATE TABLE replication_workers (
+                id {name} PRIMARY KEY,
+                host TEXT NOT NULL,
+                pid BIGINT NOT NULL,
+                role TEXT NOT NULL,
+                started_at BIGINT NOT NULL,
+                seen_at BIGINT NOT NULL,
+                jobs_done BIGINT NOT NULL,
+                jobs_failed BIGINT NOT NULL,
+                bytes_copied BIGINT NOT NULL,
+                running BIGINT NOT NULL)"
+        ),
+        "CREATE INDEX replication_workers_seen ON replication_workers (seen_at)".to_owned(),
     ]
     .into()
 }

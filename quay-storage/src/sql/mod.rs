@@ -50,6 +50,7 @@ mod queue;
 mod repair;
 mod replication;
 mod uploads;
+mod workers;
 
 use std::fmt;
 
@@ -137,9 +138,19 @@ impl SqlMetadataStore {
         migrations::latest_version()
     }
 
-    /// Every schema version this build applies, ascending.
+    /// Every schema version this build knows, ascending (what a database it migrated records).
     pub fn schema_versions() -> Vec<i64> {
-        migrations::known_versions()
+        migrations::versions()
+    }
+
+    /// Opens `url` and migrates its schema only up to version `last`, as a release that knew
+    /// no later migration did: for tests of rolling upgrades, which run an older release's
+    /// statements against the newer schema.
+    #[cfg(feature = "testkit")]
+    pub async fn connect_at_version(url: &str, last: i64) -> Result<DatabaseConnection> {
+        let db = connect::open(url, connect::ACQUIRE_TIMEOUT).await?;
+        migrations::migrate_up_to(&db, last).await?;
+        Ok(db)
     }
 
     /// The schema versions recorded as applied in the database, ascending.

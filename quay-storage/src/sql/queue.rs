@@ -28,10 +28,10 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use quay_core::metadata::now_ms;
+use quay_core::metadata::{now_ms, TimestampMs};
 use quay_core::{
     Error, ErrorKind, FailOutcome, Job, JobKind, JobQueue, JobSpec, Lease, QueueStats, Result,
-    RetryPolicy,
+    RetryPolicy, TargetStats, WorkerBeat,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Value};
 
@@ -135,6 +135,38 @@ impl SqlJobQueue {
             .collect()
     }
 
+    /// Job counts by state (a leased job whose lease ended counts as `pending`), with the
+    /// oldest enqueue time of each group; per target too when `per_target` (else the target
+    /// is empty).
+    async fn counts(&self, per_target: bool) -> Result<Vec<(String, String, u64, Option<i64>)>> {
+        let op = "queue_stats";
+        let (select, group) = if per_target {
+            ("target AS target, ", "target, st")
+        } else {
+            ("'' AS target, ", "st")
+        };
+        let sql = format!(
+            "SELECT {select}CASE WHEN state = 'leased' AND lease_expires < {} THEN 'pending' \
+             ELSE state END AS st, COUNT(*) AS n, MIN(enqueued_at) AS oldest \
+             FROM replication_jobs GROUP BY {group}",
+            now_sql(self.backend())
+        );
+        let rows = self
+            .db
+            .query_all(stmt(self.backend(), &sql, Vec::new()))
+            .await
+            .map_err(|e| db_error(op, e))?;
+        rows.iter()
+            .map(|row| {
+                let target: String = row.try_get("", "target").map_err(|e| db_error(op, e))?;
+                let state: String = row.try_get("", "st").map_err(|e| db_error(op, e))?;
+                let n: i64 = row.try_get("", "n").map_err(|e| db_error(op, e))?;
+                let oldest: Option<i64> = row.try_get("", "oldest").map_err(|e| db_error(op, e))?;
+                Ok((target, state, u64::try_from(n).unwrap_or(0), oldest))
+            })
+            .collect()
+    }
+
     /// Runs `UPDATE … SET {set}` on the job if `lease` still holds it, returning the
     /// `returning` column; fails with `Conflict` when the lease was lost.
     async fn update_held(
@@ -159,6 +191,22 @@ impl SqlJobQueue {
             .await
             .map_err(|e| db_error(op, e))?
             .ok_or_else(lease_lost)
+    }
+}
+
+/// Adds one group of [`SqlJobQueue::counts`] to `stats`.
+fn add_count(stats: &mut QueueStats, state: &str, n: u64, oldest: Option<i64>) {
+    match state {
+        "pending" => stats.pending += n,
+        "leased" => stats.leased += n,
+        "dead" => stats.dead += n,
+        _ => {}
+    }
+    if state != "dead" {
+        stats.oldest_pending = match (stats.oldest_pending, oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -366,37 +414,39 @@ impl JobQueue for SqlJobQueue {
     }
 
     async fn stats(&self) -> Result<QueueStats> {
-        let op = "queue_stats";
-        let sql = format!(
-            "SELECT CASE WHEN state = 'leased' AND lease_expires < {} THEN 'pending' ELSE state END \
-             AS st, COUNT(*) AS n, MIN(enqueued_at) AS oldest FROM replication_jobs GROUP BY st",
-            now_sql(self.backend())
-        );
-        let rows = self
-            .db
-            .query_all(stmt(self.backend(), &sql, Vec::new()))
-            .await
-            .map_err(|e| db_error(op, e))?;
         let mut stats = QueueStats::default();
-        for row in &rows {
-            let state: String = row.try_get("", "st").map_err(|e| db_error(op, e))?;
-            let n: i64 = row.try_get("", "n").map_err(|e| db_error(op, e))?;
-            let oldest: Option<i64> = row.try_get("", "oldest").map_err(|e| db_error(op, e))?;
-            let n = u64::try_from(n).unwrap_or(0);
-            match state.as_str() {
-                "pending" => stats.pending += n,
-                "leased" => stats.leased += n,
-                "dead" => stats.dead += n,
-                _ => {}
-            }
-            if state != "dead" {
-                stats.oldest_pending = match (stats.oldest_pending, oldest) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
+        for (_, state, n, oldest) in self.counts(false).await? {
+            add_count(&mut stats, &state, n, oldest);
         }
         Ok(stats)
+    }
+
+    async fn target_stats(&self) -> Result<Vec<TargetStats>> {
+        let mut by_target: BTreeMap<String, QueueStats> = BTreeMap::new();
+        for (target, state, n, oldest) in self.counts(true).await? {
+            add_count(by_target.entry(target).or_default(), &state, n, oldest);
+        }
+        by_target
+            .into_iter()
+            .map(|(target, stats)| {
+                Ok(TargetStats {
+                    target: location(&target)?,
+                    stats,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_worker(&self, beat: &WorkerBeat) -> Result<()> {
+        super::workers::record(&self.db, beat).await
+    }
+
+    async fn forget_worker(&self, id: &str) -> Result<()> {
+        super::workers::forget(&self.db, id).await
+    }
+
+    async fn workers(&self, seen_since: TimestampMs) -> Result<Vec<WorkerBeat>> {
+        super::workers::list(&self.db, seen_since).await
     }
 
     async fn dead_jobs(&self, limit: u64) -> Result<Vec<Job>> {

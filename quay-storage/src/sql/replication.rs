@@ -235,19 +235,42 @@ impl PlacementIndex for SqlMetadataStore {
             let l: String = get(row, "location", op)?;
             held.insert(l, (count(row, "n", op)?, count(row, "bytes", op)?));
         }
-        Ok(locations
-            .iter()
-            .map(|l| {
-                let (blobs, bytes) = held.get(l.as_str()).copied().unwrap_or((0, 0));
-                LocationStats {
-                    location: l.clone(),
-                    blobs,
-                    bytes,
-                    missing_blobs: total_blobs.saturating_sub(blobs),
-                    missing_bytes: total_bytes.saturating_sub(bytes),
+        let mut stats = Vec::with_capacity(locations.len());
+        for l in locations {
+            let (blobs, bytes) = held.get(l.as_str()).copied().unwrap_or((0, 0));
+            let missing_blobs = total_blobs.saturating_sub(blobs);
+            // Only a location that lacks something pays for the search of its oldest gap.
+            let oldest_missing_at = if missing_blobs > 0 {
+                let row = self
+                    .db
+                    .query_one(stmt(
+                        self.backend(),
+                        "SELECT MIN(b.created_at) AS oldest FROM blobs b WHERE NOT EXISTS \
+                         (SELECT 1 FROM blob_placements p \
+                          WHERE p.digest = b.digest AND p.location = $1)",
+                        vec![l.to_string().into()],
+                    ))
+                    .await
+                    .map_err(|e| db_error(op, e))?;
+                match row {
+                    Some(row) => row
+                        .try_get::<Option<i64>>("", "oldest")
+                        .map_err(|e| db_error(op, e))?,
+                    None => None,
                 }
-            })
-            .collect())
+            } else {
+                None
+            };
+            stats.push(LocationStats {
+                location: l.clone(),
+                blobs,
+                bytes,
+                missing_blobs,
+                missing_bytes: total_bytes.saturating_sub(bytes),
+                oldest_missing_at,
+            });
+        }
+        Ok(stats)
     }
 
     async fn sole_copies(&self, location: &LocationId) -> Result<u64> {

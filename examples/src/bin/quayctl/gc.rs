@@ -10,17 +10,59 @@ use quay_core::{Digest, Error, ErrorKind, RepositoryName, Result, Tag};
 use quay_http::Quay;
 use quay_replication::collector::collect_once;
 
-/// One pass now, under the registry's collection lease.
-pub async fn run(
-    quay: &Quay,
-    config: &QuayConfig,
+use crate::Ctx;
+
+/// `quayctl gc`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GcArgs {
+    /// Print what would be removed; remove nothing.
+    #[arg(long)]
     dry_run: bool,
-    orphans: bool,
+    /// Skip the sweep of each location for objects with no database row.
+    #[arg(long)]
+    no_orphans: bool,
+    /// Print JSON.
+    #[arg(long)]
     json: bool,
-) -> Result<ExitCode> {
+}
+
+/// `quayctl tag`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TagArgs {
+    #[command(subcommand)]
+    command: TagCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TagCommand {
+    /// Former targets of a tag (REPO:TAG) or of every tag of a repository (REPO), newest first.
+    History {
+        /// REPO or REPO:TAG.
+        reference: String,
+    },
+    /// Points a tag back at a manifest it had within the time-machine window
+    /// (REPO:TAG@DIGEST).
+    Restore {
+        /// REPO:TAG@DIGEST.
+        reference: String,
+    },
+}
+
+/// Runs `quayctl tag …`.
+pub(crate) async fn tag(ctx: &Ctx, args: &TagArgs) -> Result<ExitCode> {
+    match &args.command {
+        TagCommand::History { reference } => history(&ctx.quay, reference).await,
+        TagCommand::Restore { reference } => restore(&ctx.quay, &ctx.config, reference).await,
+    }
+}
+
+/// One pass now, under the registry's collection lease.
+pub(crate) async fn run(ctx: &Ctx, args: &GcArgs) -> Result<ExitCode> {
+    let (quay, config) = (&ctx.quay, &ctx.config);
+    let json = args.json;
     let mut policy = quay_http::gc_policy(config);
-    policy.dry_run = dry_run;
-    if orphans {
+    policy.dry_run = args.dry_run;
+    if !args.no_orphans {
         policy.orphan_grace = Some(Duration::from_secs(config.gc.orphan_grace_secs));
     }
     let tty = std::io::stderr().is_terminal();
@@ -66,7 +108,7 @@ fn repo_and_tag(reference: &str) -> Result<(RepositoryName, Option<Tag>)> {
 }
 
 /// Prints the history of a tag or of a repository's tags.
-pub async fn history(quay: &Quay, reference: &str) -> Result<ExitCode> {
+async fn history(quay: &Quay, reference: &str) -> Result<ExitCode> {
     let (repository, tag) = repo_and_tag(reference)?;
     let entries = quay
         .registry()
@@ -88,7 +130,7 @@ pub async fn history(quay: &Quay, reference: &str) -> Result<ExitCode> {
 }
 
 /// Puts `REPO:TAG@DIGEST` back within the time-machine window.
-pub async fn restore(quay: &Quay, config: &QuayConfig, reference: &str) -> Result<ExitCode> {
+async fn restore(quay: &Quay, config: &QuayConfig, reference: &str) -> Result<ExitCode> {
     let (name, digest) = reference
         .split_once('@')
         .ok_or_else(|| invalid(format!("{reference:?} is not REPO:TAG@DIGEST")))?;
