@@ -7,107 +7,34 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::s3::{location_yaml, S3Process};
 use common::{build_oci_layout, run_with_timeout, sha256_digest, skopeo, OciImage, Server};
 
-const BUCKET: &str = "quay";
-const ACCESS: &str = "failover-access";
-const SECRET: &str = "failover-secret";
 const TIMEOUT_SECS: u64 = 3;
 
-/// An `s3-test-server` process.
-struct S3Process {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-fn s3_binary() -> PathBuf {
-    // Built with quay-storage's `testkit` feature, next to this test's own binaries.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("s3-test-server");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p quay-storage --features testkit --bin s3-test-server` \
-         (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
-}
-
-impl S3Process {
-    fn start(dir: &Path, port: u16) -> S3Process {
-        let mut child = Command::new(s3_binary())
-            .args(["--port", &port.to_string(), "--dir"])
-            .arg(dir)
-            .args([
-                "--access-key",
-                ACCESS,
-                "--secret-key",
-                SECRET,
-                "--bucket",
-                BUCKET,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from s3-test-server: {line:?}"));
-        S3Process {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-9")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-
-    fn holds(&self, digest: &str) -> bool {
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        let path = self
-            .dir
-            .join(BUCKET)
-            .join("quaydata/sha256")
-            .join(&hex[..2])
-            .join(hex);
-        std::fs::read(path)
-            .map(|b| sha256_digest(&b) == digest)
-            .unwrap_or(false)
-    }
-}
-
-impl Drop for S3Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn location_yaml(port: u16) -> String {
-    format!(
-        "    - GoogleCloudStorage\n    - access_key: {ACCESS}\n      secret_key: {SECRET}\n      \
-         bucket_name: {BUCKET}\n      storage_path: /quaydata\n      endpoint_url: http://127.0.0.1:{port}\n"
+/// The two-region config.yaml: one PostgreSQL database, the us and eu S3 servers, replication
+/// on, proxy or redirect mode.
+fn write_config(dir: &Path, db_url: &str, us: &S3Process, eu: &S3Process, proxy: bool) -> PathBuf {
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "DB_URI: {db_url}\nDISTRIBUTED_STORAGE_CONFIG:\n  usstorage:\n{}  eustorage:\n{}\
+             DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS: [usstorage, eustorage]\n\
+             DISTRIBUTED_STORAGE_PREFERENCE: [usstorage, eustorage]\n\
+             FEATURE_STORAGE_REPLICATION: true\nFEATURE_PROXY_STORAGE: {proxy}\n\
+             QUAY_STORAGE_TIMEOUT_SECS: {TIMEOUT_SECS}\nQUAY_REPLICATION_LEASE_SECS: 5\n\
+             QUAY_RECONCILE_INTERVAL_SECS: 2\n",
+            location_yaml(us.port),
+            location_yaml(eu.port)
+        ),
     )
+    .unwrap();
+    config
 }
 
 fn push(work: &Path, server: &Server, image: &OciImage, repo: &str) -> Duration {
@@ -156,22 +83,7 @@ fn us_storage_killed_for_real() {
     let dir = tempfile::tempdir().unwrap();
     let mut us_s3 = S3Process::start(&dir.path().join("s3-us"), 0);
     let eu_s3 = S3Process::start(&dir.path().join("s3-eu"), 0);
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "DB_URI: {}\nDISTRIBUTED_STORAGE_CONFIG:\n  usstorage:\n{}  eustorage:\n{}\
-             DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS: [usstorage, eustorage]\n\
-             DISTRIBUTED_STORAGE_PREFERENCE: [usstorage, eustorage]\n\
-             FEATURE_STORAGE_REPLICATION: true\nFEATURE_PROXY_STORAGE: true\n\
-             QUAY_STORAGE_TIMEOUT_SECS: {TIMEOUT_SECS}\nQUAY_REPLICATION_LEASE_SECS: 5\n\
-             QUAY_RECONCILE_INTERVAL_SECS: 2\n",
-            db.url,
-            location_yaml(us_s3.port),
-            location_yaml(eu_s3.port)
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), &db.url, &us_s3, &eu_s3, true);
     let cfg = config.to_str().unwrap();
     let start = |region: &str| {
         Server::start_with(
@@ -287,6 +199,97 @@ fn us_storage_killed_for_real() {
         Duration::from_secs(20),
         || health(&us, "/health/endtoend").0 == 200,
     );
+    drop(us);
+    drop(eu);
+    let _ = rt.block_on(db.drop_database());
+}
+
+fn fetch(server: &Server, repo: &str, digest: &str) -> Result<u16, String> {
+    common::fetch_blob(server.addr(), repo, digest)
+}
+
+/// Issue 14, redirect mode (Quay's default `FEATURE_PROXY_STORAGE: false`): the us S3 server is
+/// killed for real. From the first failed probe on, no GET through the us instance is redirected
+/// into it and every GET of a replicated blob succeeds through both instances; once the server
+/// is back, redirects return to it only after a server-side probe passed.
+#[test]
+fn redirects_never_lead_into_a_dead_location() {
+    let (rt, db) = common::fresh_postgres();
+    let dir = tempfile::tempdir().unwrap();
+    let mut us_s3 = S3Process::start(&dir.path().join("s3-us"), 0);
+    let eu_s3 = S3Process::start(&dir.path().join("s3-eu"), 0);
+    let config = write_config(dir.path(), &db.url, &us_s3, &eu_s3, false);
+    let cfg = config.to_str().unwrap();
+    let start = |region: &str| {
+        Server::start_with(
+            &["--config", cfg, "--health-interval-secs", "1"],
+            &[("QUAY_DISTRIBUTED_STORAGE_PREFERENCE", region)],
+        )
+    };
+    let us = start("usstorage eustorage");
+    let eu = start("eustorage usstorage");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let image = build_oci_layout(&work.join("image"), "v1", 3);
+    push(&work, &us, &image, "geo/redirect");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quayctl"));
+    cmd.args(["--config", cfg, "status", "--wait", "--timeout", "120"]);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(150));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let digests = blobs(&image);
+    // Healthy: each instance redirects into its own region.
+    for d in &digests {
+        assert_eq!(fetch(&us, "geo/redirect", d), Ok(us_s3.port), "us before the kill");
+        assert_eq!(fetch(&eu, "geo/redirect", d), Ok(eu_s3.port), "eu before the kill");
+    }
+
+    let us_port = us_s3.port;
+    us_s3.kill();
+    let killed = Instant::now();
+    wait_until("the first failed probe of usstorage", Duration::from_secs(10), || {
+        health(&us, "/health/endtoend").1["data"]["services"]["storage_usstorage"] == false
+    });
+    eprintln!("first failed probe seen {:?} after the kill", killed.elapsed());
+    let (mut tried, mut ok, mut into_dead) = (0, 0, 0);
+    for _ in 0..25 {
+        for server in [&us, &eu] {
+            for d in &digests {
+                tried += 1;
+                match fetch(server, "geo/redirect", d) {
+                    Ok(port) if port == us_port => into_dead += 1,
+                    Ok(_) => ok += 1,
+                    Err(e) => eprintln!("GET {d}: {e}"),
+                }
+            }
+        }
+    }
+    eprintln!("redirect mode, us storage dead: {ok}/{tried} GETs succeeded, {into_dead} sent into it");
+    assert_eq!(into_dead, 0, "a client was redirected into the dead location");
+    assert_eq!(ok, tried, "every GET of a replicated blob must succeed");
+
+    // Back: the next probe passes, and only then do redirects return to us.
+    let us_s3 = S3Process::start(&dir.path().join("s3-us"), us_port);
+    let back = Instant::now();
+    let mut first_redirect = None;
+    while back.elapsed() < Duration::from_secs(20) {
+        let d = &digests[0];
+        match fetch(&us, "geo/redirect", d) {
+            Ok(port) if port == us_s3.port => {
+                first_redirect = Some(back.elapsed());
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("GET {d} after the server returned: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first_redirect = first_redirect.expect("redirects never returned to the us location");
+    assert_eq!(
+        health(&us, "/health/endtoend").1["data"]["services"]["storage_usstorage"],
+        true,
+        "a redirect into us before a probe passed"
+    );
+    eprintln!("redirects back into us {first_redirect:?} after it returned");
     drop(us);
     drop(eu);
     let _ = rt.block_on(db.drop_database());

@@ -1,150 +1,20 @@
-//! Issue 5: PostgreSQL is stopped and started again during a stream of pushes. The test runs
-//! its own PostgreSQL cluster (initdb in a temp dir, its own port) so that stopping it does
-//! not disturb other tests. While it is down, pushes fail cleanly (5xx with an OCI error
-//! body); after, they succeed; no acknowledged push is lost and no blob is half recorded.
+//! PostgreSQL stopped or restarted under a stream of pushes. The tests run their own
+//! PostgreSQL cluster (initdb in a temp dir, its own port) so that stopping it does not disturb
+//! other tests.
+//!
+//! - Stopped for longer than the database timeout: pushes fail cleanly (5xx with an OCI error
+//!   body); after, they succeed; no acknowledged push is lost and no blob is half recorded.
+//! - Restarted (as a restart or a managed failover does) while 8 clients push through two
+//!   instances: no request fails, every acknowledged push is readable from both.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::pg::Cluster;
 use common::{sha256_digest, Server};
-
-/// A private PostgreSQL cluster, run as the `postgres` user (the server refuses root).
-struct Cluster {
-    bin: PathBuf,
-    data: PathBuf,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-fn pg_bin() -> PathBuf {
-    let base = Path::new("/usr/lib/postgresql");
-    let version = std::fs::read_dir(base)
-        .ok()
-        .and_then(|rd| rd.flatten().map(|e| e.path()).max())
-        .unwrap_or_else(|| {
-            panic!(
-                "PostgreSQL server binaries not found under {}",
-                base.display()
-            )
-        });
-    version.join("bin")
-}
-
-fn as_postgres(cmd: &str, args: &[&str]) -> std::process::Output {
-    let mut c = if unsafe_is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", cmd]);
-        c
-    } else {
-        Command::new(cmd)
-    };
-    c.args(args).output().unwrap()
-}
-
-fn unsafe_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-impl Cluster {
-    fn new() -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("quay-pg-")
-            .tempdir()
-            .unwrap();
-        let data = dir.path().join("data");
-        if unsafe_is_root() {
-            let _ = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status();
-        }
-        let bin = pg_bin();
-        let out = as_postgres(
-            bin.join("initdb").to_str().unwrap(),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let c = Cluster {
-            bin,
-            data,
-            port,
-            _dir: dir,
-        };
-        c.start();
-        c
-    }
-
-    fn ctl(&self, args: &[&str]) {
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.data.display()
-        );
-        let mut all = vec![
-            "-D",
-            self.data.to_str().unwrap(),
-            "-o",
-            &opts,
-            "-w",
-            "-t",
-            "60",
-        ];
-        all.extend_from_slice(args);
-        let out = as_postgres(self.bin.join("pg_ctl").to_str().unwrap(), &all);
-        assert!(
-            out.status.success(),
-            "pg_ctl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn start(&self) {
-        self.ctl(&["-l", self.data.join("log").to_str().unwrap(), "start"]);
-    }
-
-    fn stop(&self) {
-        self.ctl(&["-m", "fast", "stop"]);
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = as_postgres(
-            self.bin.join("pg_ctl").to_str().unwrap(),
-            &["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"],
-        );
-    }
-}
 
 /// Pushes one blob monolithically; returns the status and the body.
 fn push(server: &Server, data: &[u8]) -> (u16, String) {
@@ -264,4 +134,141 @@ fn pushes_survive_a_postgres_restart() {
     let mut objects = 0;
     common::walk_files(&dir.path().join("storage/sha256"), &mut |_| objects += 1);
     assert!(objects > acknowledged.len(), "{objects} objects");
+}
+
+/// Pushes one blob in chunks (POST, two PATCHes, PUT with the digest) through `server`, so the
+/// upload's create, read, append and commit all meet the database. Returns the first status
+/// that is not the expected one, with its body.
+fn push_chunked(server: &Server, repo: &str, data: &[u8]) -> Result<(), String> {
+    let digest = sha256_digest(data);
+    let call = |method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>| {
+        common::http_request(server.addr(), method, path, headers, body)
+            .map_err(|e| format!("{method} {path}: {e}"))
+    };
+    let resp = call("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], None)?;
+    if resp.status != 202 {
+        return Err(format!("POST answered {}: {}", resp.status, resp.text()));
+    }
+    let mut location = resp.header("Location").unwrap_or_default().to_owned();
+    let half = data.len() / 2;
+    for (start, chunk) in [(0, &data[..half]), (half, &data[half..])] {
+        let range = format!("{}-{}", start, start + chunk.len() - 1);
+        let resp = call(
+            "PATCH",
+            &location,
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Range", &range),
+            ],
+            Some(chunk),
+        )?;
+        if resp.status != 202 {
+            return Err(format!("PATCH answered {}: {}", resp.status, resp.text()));
+        }
+        location = resp.header("Location").unwrap_or_default().to_owned();
+    }
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let resp = call("PUT", &format!("{location}{sep}digest={digest}"), &[], None)?;
+    if resp.status != 201 {
+        return Err(format!("PUT answered {}: {}", resp.status, resp.text()));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_postgres_restart_under_pushes_through_two_instances_fails_no_request() {
+    let cluster = Cluster::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "DB_URI: {}\nQUAY_DATABASE_TIMEOUT_SECS: 15\nDISTRIBUTED_STORAGE_CONFIG:\n  us:\n    - LocalStorage\n    - storage_path: {us}\n  eu:\n    - LocalStorage\n    - storage_path: {eu}\n\
+             DISTRIBUTED_STORAGE_PREFERENCE: [us, eu]\nDISTRIBUTED_STORAGE_DEFAULT_LOCATIONS: [us, eu]\n",
+            cluster.url(),
+            us = dir.path().join("us").display(),
+            eu = dir.path().join("eu").display(),
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let us = Server::start_with(&["--config", &config, "--no-worker"], &[]);
+    let eu = Server::start_with(
+        &["--config", &config, "--no-worker"],
+        &[("QUAY_DISTRIBUTED_STORAGE_PREFERENCE", "eu,us")],
+    );
+    let servers = [&us, &eu];
+
+    const CLIENTS: usize = 8;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let started = Instant::now();
+    let (acknowledged, failures, longest) = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (stop, servers) = (&stop, &servers);
+                scope.spawn(move || {
+                    let (mut acked, mut failed, mut longest) = (Vec::new(), Vec::new(), Duration::ZERO);
+                    let mut i = 0usize;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let server = servers[(c + i) % 2];
+                        let data = format!("client {c} blob {i}: pushed across a database restart")
+                            .into_bytes();
+                        let t = Instant::now();
+                        let outcome = if i % 2 == 0 {
+                            match push(server, &data) {
+                                (201, _) => Ok(()),
+                                (status, body) => Err(format!("POST answered {status}: {body}")),
+                            }
+                        } else {
+                            push_chunked(server, "restart/test", &data)
+                        };
+                        longest = longest.max(t.elapsed());
+                        match outcome {
+                            Ok(()) => acked.push(data),
+                            Err(e) => failed.push(format!("{:?} after start: {e}", started.elapsed())),
+                        }
+                        i += 1;
+                    }
+                    (acked, failed, longest)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(2));
+        cluster.restart();
+        std::thread::sleep(Duration::from_secs(3));
+        cluster.restart();
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = (Vec::new(), Vec::new(), Duration::ZERO);
+        for c in clients {
+            let (a, f, l) = c.join().unwrap();
+            all.0.extend(a);
+            all.1.extend(f);
+            all.2 = all.2.max(l);
+        }
+        all
+    });
+    eprintln!(
+        "two restarts under {CLIENTS} clients: {} pushes acknowledged, {} failed, longest request {longest:?}",
+        acknowledged.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} requests failed across the restarts: {:#?}\nus log:\n{}\neu log:\n{}",
+        failures.len(),
+        failures,
+        us.log(),
+        eu.log()
+    );
+    assert!(acknowledged.len() > 50, "only {} pushes", acknowledged.len());
+    // Every acknowledged push is readable, whole, from both instances.
+    for data in &acknowledged {
+        let digest = sha256_digest(data);
+        for server in servers {
+            let resp = server.request("GET", &format!("/v2/restart/test/blobs/{digest}"), &[], None);
+            assert_eq!(resp.status, 200, "{digest} lost");
+            assert_eq!(resp.body, *data);
+        }
+    }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use quay_core::metadata::{now_ms, TimestampMs};
 use quay_core::{
-    ErrorKind, Job, JobQueue, LocationId, LocationStats, MetadataStore, QueueStats, Result,
-    TargetStats, WorkerBeat,
+    BadCopy, ErrorKind, Job, JobQueue, LocationId, LocationStats, MetadataStore, QueueStats,
+    Result, TargetStats, WorkerBeat,
 };
 use serde::Serialize;
 
@@ -35,6 +35,11 @@ pub struct StatusReport {
     pub workers_recorded: bool,
     /// True when no default location lacks any blob.
     pub complete: bool,
+    /// Locations an operator drained (`quayctl location drain`): no new blob is written there.
+    pub drained: Vec<LocationId>,
+    /// Copies found missing or corrupt and not repaired yet (up to the dead-job limit),
+    /// oldest first; an unrecoverable one has no good copy left anywhere.
+    pub bad_copies: Vec<BadCopy>,
 }
 
 /// One location's figures.
@@ -193,6 +198,12 @@ pub async fn gather(
         Err(e) => return Err(e),
     };
     let complete = stats.iter().all(|s| s.missing_blobs == 0);
+    let drained = metadata.drained_locations().await?;
+    let bad_copies = match metadata.bad_copies(dead_limit).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::Unsupported => Vec::new(),
+        Err(e) => return Err(e),
+    };
     let queue_of = |l: &LocationId| -> Option<QueueStats> {
         let per_target: &Vec<TargetStats> = per_target.as_ref()?;
         Some(
@@ -222,6 +233,8 @@ pub async fn gather(
             .collect(),
         workers_recorded,
         complete,
+        drained,
+        bad_copies,
     })
 }
 
@@ -338,6 +351,23 @@ impl StatusReport {
                 human_bytes(w.bytes_copied),
                 w.running,
                 human_duration(w.seen_secs_ago)
+            ));
+        }
+        for l in &self.drained {
+            out.push_str(&format!("drained: {l} (no new blob is written there)\n"));
+        }
+        for b in &self.bad_copies {
+            out.push_str(&format!(
+                "{}: {} copy of {} in {}{}\n",
+                if b.recoverable { "bad copy" } else { "LOST" },
+                b.problem.as_str(),
+                b.digest,
+                b.location,
+                if b.recoverable {
+                    ", repair queued"
+                } else {
+                    ": no good copy left anywhere"
+                }
             ));
         }
         if self.nobody_working() {

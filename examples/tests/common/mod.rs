@@ -2,6 +2,9 @@
 //! port, a minimal blocking HTTP client, and an OCI image layout builder.
 #![allow(dead_code)]
 
+pub mod pg;
+pub mod s3;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -616,4 +619,36 @@ pub fn skopeo(work: &Path, args: &[&str]) -> Output {
         .env("REGISTRY_AUTH_FILE", work.join("auth.json"))
         .env("TMPDIR", work);
     run_with_timeout(&mut cmd, Duration::from_secs(300))
+}
+
+/// GETs a blob through the registry at `addr`, following a `307` to its storage. `Ok(port)` of
+/// the storage server the redirect pointed at once it returned the right bytes, `Ok(0)` when
+/// the registry streamed the right bytes itself, else `Err` with what went wrong.
+pub fn fetch_blob(addr: SocketAddr, repo: &str, digest: &str) -> Result<u16, String> {
+    let resp = http_request(addr, "GET", &format!("/v2/{repo}/blobs/{digest}"), &[], None)
+        .map_err(|e| format!("GET {digest}: {e}"))?;
+    match resp.status {
+        200 if sha256_digest(&resp.body) == digest => Ok(0),
+        200 => Err(format!("GET {digest} streamed bytes of another digest")),
+        307 => {
+            let url = resp.header("Location").unwrap_or_default().to_owned();
+            let rest = url
+                .strip_prefix("http://")
+                .ok_or_else(|| format!("redirect to {url}"))?;
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let to: SocketAddr = authority.parse().map_err(|e| format!("{url}: {e}"))?;
+            let got = http_request(to, "GET", path, &[], None)
+                .map_err(|e| format!("redirected to {authority}, which failed: {e}"))?;
+            if got.status == 200 && sha256_digest(&got.body) == digest {
+                Ok(to.port())
+            } else {
+                Err(format!(
+                    "redirected to {authority}, which answered {} ({} bytes)",
+                    got.status,
+                    got.body.len()
+                ))
+            }
+        }
+        other => Err(format!("GET {digest} answered {other}: {}", resp.text())),
+    }
 }

@@ -12,78 +12,88 @@ use super::convert::{blob_record, location, to_db};
 use super::entities::{blob, blob_placement, repository_blob};
 use super::error::db_error;
 use super::replication::{insert_jobs, specs};
+use super::retry::Replay;
 use super::uploads::delete_upload_rows;
 use super::{commit, ensure_repository, insert_if_absent, rollback, SqlMetadataStore};
 
 #[async_trait]
 impl BlobIndex for SqlMetadataStore {
     async fn commit_blob(&self, record: &BlobCommit) -> Result<()> {
-        let op = "commit_blob";
-        let digest = record.digest.to_string();
-        let now = now_ms();
-        let size = to_db("blob size", record.size)?;
+        // Idempotent: every insert is `ON CONFLICT DO NOTHING`, the upload's rows are deleted
+        // by key, and a second run after a lost acknowledgement queues jobs only for targets
+        // still lacking the blob (a duplicate job finds the copy placed and completes).
+        self.retrying("commit_blob", Replay::Idempotent, || async move {
+            let op = "commit_blob";
+            let digest = record.digest.to_string();
+            let now = now_ms();
+            let size = to_db("blob size", record.size)?;
 
-        let txn = self.write_txn(op).await?;
-        ensure_repository(&txn, &record.repository, now, op).await?;
-        let blob_row = blob::ActiveModel {
-            digest: Set(digest.clone()),
-            size: Set(size),
-            created_at: Set(now),
-        };
-        let placement = blob_placement::ActiveModel {
-            digest: Set(digest.clone()),
-            location: Set(record.location.to_string()),
-            created_at: Set(now),
-        };
-        let with_digest = |e: quay_core::Error| e.with_context("digest", &record.digest);
-        insert_if_absent(&txn, blob_row, op)
-            .await
-            .map_err(with_digest)?;
-        insert_if_absent(&txn, placement, op)
-            .await
-            .map_err(with_digest)?;
-        upsert_link(&txn, &record.repository, &record.digest, now, op)
-            .await
-            .map_err(with_digest)?;
-        super::gc::claim_location_from_delete_jobs(
-            &txn,
-            &record.digest,
-            &record.location,
-            record.removals_seen,
-            op,
-        )
-        .await?;
-        if let Some(id) = &record.upload_id {
-            delete_upload_rows(&txn, id, op).await?;
-        }
-        if !record.replicate_to.is_empty() {
-            // Only targets lacking the blob: a placement may exist from an earlier commit.
-            let held: Vec<LocationId> = blob_placement::Entity::find()
-                .filter(blob_placement::Column::Digest.eq(digest.clone()))
-                .all(&txn)
+            let txn = self.write_txn(op).await?;
+            ensure_repository(&txn, &record.repository, now, op).await?;
+            let blob_row = blob::ActiveModel {
+                digest: Set(digest.clone()),
+                size: Set(size),
+                created_at: Set(now),
+            };
+            let placement = blob_placement::ActiveModel {
+                digest: Set(digest.clone()),
+                location: Set(record.location.to_string()),
+                created_at: Set(now),
+            };
+            let with_digest = |e: quay_core::Error| e.with_context("digest", &record.digest);
+            insert_if_absent(&txn, blob_row, op)
                 .await
-                .map_err(|e| db_error(op, e))?
-                .iter()
-                .map(|p| location(&p.location))
-                .collect::<Result<_>>()?;
-            let targets: Vec<LocationId> = record
-                .replicate_to
-                .iter()
-                .filter(|t| !held.contains(t))
-                .cloned()
-                .collect();
-            let jobs = specs(JobKind::Replicate, &record.digest, &targets);
-            insert_jobs(&txn, &jobs, now, op).await?;
-        }
-        commit(txn, op).await
+                .map_err(with_digest)?;
+            insert_if_absent(&txn, placement, op)
+                .await
+                .map_err(with_digest)?;
+            upsert_link(&txn, &record.repository, &record.digest, now, op)
+                .await
+                .map_err(with_digest)?;
+            super::gc::claim_location_from_delete_jobs(
+                &txn,
+                &record.digest,
+                &record.location,
+                record.removals_seen,
+                op,
+            )
+            .await?;
+            if let Some(id) = &record.upload_id {
+                delete_upload_rows(&txn, id, op).await?;
+            }
+            if !record.replicate_to.is_empty() {
+                // Only targets lacking the blob: a placement may exist from an earlier commit.
+                let held: Vec<LocationId> = blob_placement::Entity::find()
+                    .filter(blob_placement::Column::Digest.eq(digest.clone()))
+                    .all(&txn)
+                    .await
+                    .map_err(|e| db_error(op, e))?
+                    .iter()
+                    .map(|p| location(&p.location))
+                    .collect::<Result<_>>()?;
+                let targets: Vec<LocationId> = record
+                    .replicate_to
+                    .iter()
+                    .filter(|t| !held.contains(t))
+                    .cloned()
+                    .collect();
+                let jobs = specs(JobKind::Replicate, &record.digest, &targets);
+                insert_jobs(&txn, &jobs, now, op).await?;
+            }
+            commit(txn, op).await
+        })
+        .await
     }
 
     async fn get_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>> {
-        let op = "get_blob";
-        let txn = self.read_txn(op).await?;
-        let found = find_blob(&txn, digest, None, op).await;
-        commit(txn, op).await?;
-        found
+        self.retrying("get_blob", Replay::Read, || async move {
+            let op = "get_blob";
+            let txn = self.read_txn(op).await?;
+            let found = find_blob(&txn, digest, None, op).await;
+            commit(txn, op).await?;
+            found
+        })
+        .await
     }
 
     async fn repository_blob(
@@ -91,32 +101,38 @@ impl BlobIndex for SqlMetadataStore {
         repository: &RepositoryName,
         digest: &Digest,
     ) -> Result<Option<BlobRecord>> {
-        let op = "repository_blob";
-        let txn = self.read_txn(op).await?;
-        let found = find_blob(&txn, digest, Some(repository), op).await;
-        commit(txn, op).await?;
-        found
+        self.retrying("repository_blob", Replay::Read, || async move {
+            let op = "repository_blob";
+            let txn = self.read_txn(op).await?;
+            let found = find_blob(&txn, digest, Some(repository), op).await;
+            commit(txn, op).await?;
+            found
+        })
+        .await
     }
 
     async fn link_blob(&self, repository: &RepositoryName, digest: &Digest) -> Result<bool> {
-        let op = "link_blob";
-        let err = |e: DbErr| db_error(op, e).with_context("digest", digest);
-        let now = now_ms();
-        let txn = self.write_txn(op).await?;
-        ensure_repository(&txn, repository, now, op).await?;
-        let known = blob::Entity::find_by_id(digest.to_string())
-            .one(&txn)
-            .await
-            .map_err(err)?
-            .is_some();
-        if !known {
-            // Also undoes the repository, which an unknown blob must not create.
-            rollback(txn, op).await?;
-            return Ok(false);
-        }
-        upsert_link(&txn, repository, digest, now, op).await?;
-        commit(txn, op).await?;
-        Ok(true)
+        self.retrying("link_blob", Replay::Idempotent, || async move {
+            let op = "link_blob";
+            let err = |e: DbErr| db_error(op, e).with_context("digest", digest);
+            let now = now_ms();
+            let txn = self.write_txn(op).await?;
+            ensure_repository(&txn, repository, now, op).await?;
+            let known = blob::Entity::find_by_id(digest.to_string())
+                .one(&txn)
+                .await
+                .map_err(err)?
+                .is_some();
+            if !known {
+                // Also undoes the repository, which an unknown blob must not create.
+                rollback(txn, op).await?;
+                return Ok(false);
+            }
+            upsert_link(&txn, repository, digest, now, op).await?;
+            commit(txn, op).await?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn unlink_blob(&self, repository: &RepositoryName, digest: &Digest) -> Result<bool> {

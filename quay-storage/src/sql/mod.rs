@@ -49,6 +49,7 @@ mod migrations;
 mod queue;
 mod repair;
 mod replication;
+mod retry;
 mod uploads;
 mod workers;
 
@@ -81,6 +82,9 @@ pub struct SqlMetadataStore {
     db: DatabaseConnection,
     /// The retry policy of the outbox queue (its `replication_jobs` table).
     policy: quay_core::RetryPolicy,
+    /// How long an operation whose connection was lost is run again (the database timeout);
+    /// see `sql/retry.rs`.
+    retry_window: std::time::Duration,
 }
 
 impl SqlMetadataStore {
@@ -102,7 +106,7 @@ impl SqlMetadataStore {
     /// fails after at most this long.
     pub async fn connect_with_timeout(url: &str, timeout: std::time::Duration) -> Result<Self> {
         let db = connect::open(url, timeout).await?;
-        Self::from_connection(db).await
+        Ok(Self::from_connection(db).await?.with_retry_window(timeout))
     }
 
     /// Wraps an open connection (for instance one shared with a job queue) and brings the
@@ -112,7 +116,17 @@ impl SqlMetadataStore {
         Ok(SqlMetadataStore {
             db,
             policy: quay_core::RetryPolicy::default(),
+            retry_window: connect::ACQUIRE_TIMEOUT,
         })
+    }
+
+    /// How long an operation whose database connection was lost (a restart, a failover) is
+    /// run again on a fresh connection before its error is returned; by default the
+    /// connection timeout. Only operations that are safe to run twice are run again.
+    #[must_use]
+    pub fn with_retry_window(mut self, window: std::time::Duration) -> Self {
+        self.retry_window = window;
+        self
     }
 
     /// The retry policy of the jobs recorded in this store's outbox (how many attempts before
@@ -156,6 +170,20 @@ impl SqlMetadataStore {
     /// The schema versions recorded as applied in the database, ascending.
     pub async fn applied_migrations(&self) -> Result<Vec<i64>> {
         migrations::applied_versions(&self.db).await
+    }
+
+    /// Runs `run` again while its connection is lost and `replay` allows (see `sql/retry.rs`).
+    async fn retrying<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        replay: retry::Replay,
+        run: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        retry::retrying(operation, replay, self.retry_window, run).await
     }
 
     /// Begins a transaction that writes. Its first statement must be a write (see the module
@@ -202,9 +230,12 @@ impl fmt::Debug for SqlMetadataStore {
     }
 }
 
-/// Commits `txn`, mapping the error.
+/// Commits `txn`, mapping the error; an error is marked as raised by `COMMIT` (the outcome is
+/// unknown, see `sql/retry.rs`).
 async fn commit(txn: DatabaseTransaction, operation: &'static str) -> Result<()> {
-    txn.commit().await.map_err(|e| db_error(operation, e))
+    txn.commit()
+        .await
+        .map_err(|e| retry::mark_commit(db_error(operation, e)))
 }
 
 /// Rolls `txn` back, mapping the error.

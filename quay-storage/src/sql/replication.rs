@@ -10,6 +10,7 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, Value};
 
 use super::convert::{digest, from_db, location};
 use super::error::db_error;
+use super::retry::Replay;
 use super::{commit, rollback, SqlMetadataStore};
 
 /// A statement written with `$1`-style placeholders, rewritten to `?1` for SQLite.
@@ -77,49 +78,52 @@ impl PlacementIndex for SqlMetadataStore {
         location: &LocationId,
         removals_seen: u64,
     ) -> Result<bool> {
-        let op = "add_placement";
-        let sql = "INSERT INTO blob_placements (digest, location, created_at) \
+        self.retrying("add_placement", Replay::Idempotent, || async move {
+            let op = "add_placement";
+            let sql = "INSERT INTO blob_placements (digest, location, created_at) \
                    SELECT digest, $2, $3 FROM blobs WHERE digest = $1 \
                    ON CONFLICT (digest, location) DO NOTHING";
-        let txn = self.write_txn(op).await?;
-        let res = txn
-            .execute(stmt(
-                self.backend(),
-                sql,
-                vec![
-                    digest.to_string().into(),
-                    location.to_string().into(),
-                    now_ms().into(),
-                ],
-            ))
-            .await
-            .map_err(|e| db_error(op, e).with_context("digest", digest))?;
-        if res.rows_affected() > 0 {
-            // A removal of a former copy must not delete this one (see `claim_location…`).
-            super::gc::claim_location_from_delete_jobs(
-                &txn,
-                digest,
-                location,
-                Some(removals_seen),
-                op,
-            )
-            .await?;
-            // A verified copy is back: its problem, if one was recorded, is solved.
-            super::repair::resolve(&txn, digest, location, op).await?;
+            let txn = self.write_txn(op).await?;
+            let res = txn
+                .execute(stmt(
+                    self.backend(),
+                    sql,
+                    vec![
+                        digest.to_string().into(),
+                        location.to_string().into(),
+                        now_ms().into(),
+                    ],
+                ))
+                .await
+                .map_err(|e| db_error(op, e).with_context("digest", digest))?;
+            if res.rows_affected() > 0 {
+                // A removal of a former copy must not delete this one (see `claim_location…`).
+                super::gc::claim_location_from_delete_jobs(
+                    &txn,
+                    digest,
+                    location,
+                    Some(removals_seen),
+                    op,
+                )
+                .await?;
+                // A verified copy is back: its problem, if one was recorded, is solved.
+                super::repair::resolve(&txn, digest, location, op).await?;
+                commit(txn, op).await?;
+                return Ok(true);
+            }
+            // Nothing inserted: already placed (true), or the blob is gone (false).
+            let exists = txn
+                .query_one(stmt(
+                    self.backend(),
+                    "SELECT 1 AS one FROM blob_placements WHERE digest = $1 AND location = $2",
+                    vec![digest.to_string().into(), location.to_string().into()],
+                ))
+                .await
+                .map_err(|e| db_error(op, e))?;
             commit(txn, op).await?;
-            return Ok(true);
-        }
-        // Nothing inserted: already placed (true), or the blob is gone (false).
-        let exists = txn
-            .query_one(stmt(
-                self.backend(),
-                "SELECT 1 AS one FROM blob_placements WHERE digest = $1 AND location = $2",
-                vec![digest.to_string().into(), location.to_string().into()],
-            ))
-            .await
-            .map_err(|e| db_error(op, e))?;
-        commit(txn, op).await?;
-        Ok(exists.is_some())
+            Ok(exists.is_some())
+        })
+        .await
     }
 
     async fn record_removed_copy(&self, digest: &Digest, location: &LocationId) -> Result<()> {

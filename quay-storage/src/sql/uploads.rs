@@ -14,6 +14,7 @@ use sea_orm::{
 use super::convert::{to_db, upload_record};
 use super::entities::{upload, upload_part};
 use super::error::db_error;
+use super::retry::Replay;
 use super::{commit, rollback, SqlMetadataStore};
 
 fn upload_unknown(id: &str) -> Error {
@@ -28,35 +29,44 @@ impl UploadStore for SqlMetadataStore {
         repository: &RepositoryName,
         location: &LocationId,
     ) -> Result<()> {
-        let now = now_ms();
-        upload::Entity::insert(upload::ActiveModel {
-            id: Set(id.to_owned()),
-            repository: Set(repository.to_string()),
-            location: Set(location.to_string()),
-            size: Set(0),
-            created_at: Set(now),
-            updated_at: Set(now),
+        self.retrying("create_upload", Replay::Idempotent, || async move {
+            let now = now_ms();
+            upload::Entity::insert(upload::ActiveModel {
+                id: Set(id.to_owned()),
+                repository: Set(repository.to_string()),
+                location: Set(location.to_string()),
+                size: Set(0),
+                created_at: Set(now),
+                updated_at: Set(now),
+            })
+            // The id is new, so a conflict is only this operation's own earlier run, whose
+            // acknowledgement was lost: replays stay harmless.
+            .on_conflict_do_nothing()
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(|e| db_error("create_upload", e).with_context("upload", id))?;
+            Ok(())
         })
-        .exec_without_returning(&self.db)
         .await
-        .map_err(|e| db_error("create_upload", e).with_context("upload", id))?;
-        Ok(())
     }
 
     async fn get_upload(&self, id: &str) -> Result<UploadRecord> {
-        let op = "get_upload";
-        let txn = self.read_txn(op).await?;
-        let row = upload::Entity::find_by_id(id.to_owned())
-            .one(&txn)
-            .await
-            .map_err(|e| db_error(op, e).with_context("upload", id))?;
-        let Some(row) = row else {
-            rollback(txn, op).await?;
-            return Err(upload_unknown(id));
-        };
-        let parts = parts_of(&txn, &[id.to_owned()], op).await?;
-        commit(txn, op).await?;
-        upload_record(row, parts)
+        self.retrying("get_upload", Replay::Read, || async move {
+            let op = "get_upload";
+            let txn = self.read_txn(op).await?;
+            let row = upload::Entity::find_by_id(id.to_owned())
+                .one(&txn)
+                .await
+                .map_err(|e| db_error(op, e).with_context("upload", id))?;
+            let Some(row) = row else {
+                rollback(txn, op).await?;
+                return Err(upload_unknown(id));
+            };
+            let parts = parts_of(&txn, &[id.to_owned()], op).await?;
+            commit(txn, op).await?;
+            upload_record(row, parts)
+        })
+        .await
     }
 
     async fn append_upload_part(
@@ -65,81 +75,106 @@ impl UploadStore for SqlMetadataStore {
         expected_size: u64,
         part: &UploadPart,
     ) -> Result<u64> {
-        let op = "append_upload_part";
-        if part.offset != expected_size || part.size == 0 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "an upload part must be non-empty and start at the session's size \
+        self.retrying("append_upload_part", Replay::Idempotent, || async move {
+            let op = "append_upload_part";
+            if part.offset != expected_size || part.size == 0 {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "an upload part must be non-empty and start at the session's size \
                      {expected_size}; got {} bytes at offset {}",
-                    part.size, part.offset
-                ),
-            )
-            .with_context("upload", id));
-        }
-        let new_size = expected_size
-            .checked_add(part.size)
-            .ok_or_else(|| Error::new(ErrorKind::TooLarge, "upload size overflows"))?;
-        let (expected, new_size_db) = (
-            to_db("upload size", expected_size)?,
-            to_db("upload size", new_size)?,
-        );
-        let err = |e: DbErr| db_error(op, e).with_context("upload", id);
+                        part.size, part.offset
+                    ),
+                )
+                .with_context("upload", id));
+            }
+            let new_size = expected_size
+                .checked_add(part.size)
+                .ok_or_else(|| Error::new(ErrorKind::TooLarge, "upload size overflows"))?;
+            let (expected, new_size_db) = (
+                to_db("upload size", expected_size)?,
+                to_db("upload size", new_size)?,
+            );
+            let err = |e: DbErr| db_error(op, e).with_context("upload", id);
 
-        let txn = self.write_txn(op).await?;
-        let updated = upload::Entity::update_many()
-            .col_expr(upload::Column::Size, Expr::value(new_size_db))
-            .col_expr(upload::Column::UpdatedAt, Expr::value(now_ms()))
-            .filter(upload::Column::Id.eq(id))
-            .filter(upload::Column::Size.eq(expected))
-            .exec(&txn)
+            let txn = self.write_txn(op).await?;
+            let updated = upload::Entity::update_many()
+                .col_expr(upload::Column::Size, Expr::value(new_size_db))
+                .col_expr(upload::Column::UpdatedAt, Expr::value(now_ms()))
+                .filter(upload::Column::Id.eq(id))
+                .filter(upload::Column::Size.eq(expected))
+                .exec(&txn)
+                .await
+                .map_err(err)?;
+            if updated.rows_affected == 0 {
+                let row = upload::Entity::find_by_id(id.to_owned())
+                    .one(&txn)
+                    .await
+                    .map_err(err)?;
+                // This very part already recorded: an earlier run of this call committed and
+                // only its acknowledgement was lost (see `sql/retry.rs`). The part's path is
+                // unique to the PATCH that wrote it, so no other request can match.
+                let applied = match &row {
+                    Some(r) if r.size == new_size_db => upload_part::Entity::find_by_id((
+                        id.to_owned(),
+                        expected,
+                    ))
+                    .one(&txn)
+                    .await
+                    .map_err(err)?
+                    .is_some_and(|p| p.path == part.path),
+                    _ => false,
+                };
+                rollback(txn, op).await?;
+                if applied {
+                    return Ok(new_size);
+                }
+                let exists = row.is_some();
+                return Err(if exists {
+                    Error::new(
+                        ErrorKind::Conflict,
+                        format!("upload session no longer holds {expected_size} bytes"),
+                    )
+                    .with_context("upload", id)
+                } else {
+                    upload_unknown(id)
+                });
+            }
+            upload_part::Entity::insert(upload_part::ActiveModel {
+                upload_id: Set(id.to_owned()),
+                part_offset: Set(expected),
+                size: Set(to_db("upload part size", part.size)?),
+                path: Set(part.path.clone()),
+                sha256: Set(part.sha256.as_ref().map(ToString::to_string)),
+            })
+            .exec_without_returning(&txn)
             .await
             .map_err(err)?;
-        if updated.rows_affected == 0 {
-            let exists = upload::Entity::find_by_id(id.to_owned())
-                .one(&txn)
-                .await
-                .map_err(err)?
-                .is_some();
-            rollback(txn, op).await?;
-            return Err(if exists {
-                Error::new(
-                    ErrorKind::Conflict,
-                    format!("upload session no longer holds {expected_size} bytes"),
-                )
-                .with_context("upload", id)
-            } else {
-                upload_unknown(id)
-            });
-        }
-        upload_part::Entity::insert(upload_part::ActiveModel {
-            upload_id: Set(id.to_owned()),
-            part_offset: Set(expected),
-            size: Set(to_db("upload part size", part.size)?),
-            path: Set(part.path.clone()),
-            sha256: Set(part.sha256.as_ref().map(ToString::to_string)),
+            commit(txn, op).await?;
+            Ok(new_size)
         })
-        .exec_without_returning(&txn)
         .await
-        .map_err(err)?;
-        commit(txn, op).await?;
-        Ok(new_size)
     }
 
     async fn delete_upload(&self, id: &str) -> Result<()> {
-        let op = "delete_upload";
-        let txn = self.write_txn(op).await?;
-        delete_upload_rows(&txn, id, op).await?;
-        commit(txn, op).await
+        self.retrying("delete_upload", Replay::Idempotent, || async move {
+            let op = "delete_upload";
+            let txn = self.write_txn(op).await?;
+            delete_upload_rows(&txn, id, op).await?;
+            commit(txn, op).await
+        })
+        .await
     }
 
     async fn count_uploads(&self, repository: &RepositoryName) -> Result<u64> {
-        let n = upload::Entity::find()
-            .filter(upload::Column::Repository.eq(repository.to_string()))
-            .count(&self.db)
-            .await
-            .map_err(|e| db_error("count_uploads", e).with_context("repository", repository))?;
-        Ok(n)
+        self.retrying("count_uploads", Replay::Read, || async move {
+            upload::Entity::find()
+                .filter(upload::Column::Repository.eq(repository.to_string()))
+                .count(&self.db)
+                .await
+                .map_err(|e| db_error("count_uploads", e).with_context("repository", repository))
+        })
+        .await
     }
 
     async fn stale_uploads(&self, before: TimestampMs, limit: u64) -> Result<Vec<UploadRecord>> {

@@ -10,6 +10,7 @@ mod backfill;
 mod bench;
 mod gc;
 mod remove_location;
+mod scrub;
 mod status;
 mod worker;
 
@@ -25,8 +26,9 @@ use quay_http::{ConfigOptions, Quay};
 /// What `--help` says the tool is for.
 const ABOUT: &str = "The operator's tool of a quay-rs registry: is replication done (status), \
 enqueue what is missing (backfill), forget a storage location, run a standalone replication \
-worker, measure replication between two locations (bench), collect garbage (gc) and put a \
-tag back (tag history|restore). It reads the same config.yaml \
+worker, measure replication between two locations (bench), collect garbage (gc), put a \
+tag back (tag history|restore), check every stored copy (scrub) and take a location out of the \
+write path (location drain|undrain). It reads the same config.yaml \
 as quay-server and never creates a database.";
 
 const AFTER_HELP: &str = "\
@@ -71,6 +73,11 @@ enum Command {
     Gc(gc::GcArgs),
     /// Tag history (Quay's time machine): list it, or put a tag back.
     Tag(gc::TagArgs),
+    /// Read every stored copy, check size and sha256, report (and repair) what is missing
+    /// or corrupt per location. Exit 1 when a bad copy was found.
+    Scrub(scrub::ScrubArgs),
+    /// Drain a location (out of the write path for maintenance), undrain it, or list them.
+    Location(scrub::LocationArgs),
 }
 
 /// What the subcommands work on.
@@ -152,6 +159,8 @@ async fn run(args: Args, config: QuayConfig) -> quay_core::Result<ExitCode> {
         Command::Worker => worker::run(&ctx).await,
         Command::Gc(a) => gc::run(&ctx, &a).await,
         Command::Tag(a) => gc::tag(&ctx, &a).await,
+        Command::Scrub(a) => scrub::run(&ctx, &a).await,
+        Command::Location(a) => scrub::location(&ctx, &a).await,
         Command::Bench(_) => Ok(ExitCode::SUCCESS),
     }
 }
