@@ -65,7 +65,12 @@ async fn push(client: &reqwest::Client, base: &str, mib: usize, seed: usize) -> 
         .send()
         .await
         .expect("push");
-    assert_eq!(resp.status(), 201, "push failed: {}", resp.text().await.unwrap_or_default());
+    assert_eq!(
+        resp.status(),
+        201,
+        "push failed: {}",
+        resp.text().await.unwrap_or_default()
+    );
     t.elapsed().as_secs_f64()
 }
 
@@ -93,10 +98,12 @@ async fn main() {
             let storage: Arc<dyn StorageEngine> = match backend {
                 "fs" => Arc::new(OpendalStorage::fs(&dir.path().join(name), name).expect("fs")),
                 "s3" => {
-                    let server = S3TestServer::start(dir.path().join(format!("s3-{name}")), &[BUCKET])
-                        .expect("S3 server");
-                    let storage = build_location(&id(name), &server.driver_config(BUCKET, "registry"))
-                        .expect("S3 location");
+                    let server =
+                        S3TestServer::start(dir.path().join(format!("s3-{name}")), &[BUCKET])
+                            .expect("S3 server");
+                    let storage =
+                        build_location(&id(name), &server.driver_config(BUCKET, "registry"))
+                            .expect("S3 location");
                     servers.push(server);
                     storage
                 }

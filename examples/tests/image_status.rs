@@ -49,10 +49,8 @@ impl Scene {
             ),
         )
         .unwrap();
-        let server = Server::start_with(
-            &["--config", config.to_str().unwrap(), "--no-worker"],
-            &[],
-        );
+        let server =
+            Server::start_with(&["--config", config.to_str().unwrap(), "--no-worker"], &[]);
         Scene {
             dir,
             config,
@@ -192,7 +190,10 @@ fn status_of_an_image_an_index_and_a_missing_layer() {
     let out = scene.quayctl(&["status", "--image", "demo/app:v1"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(text.contains("INCOMPLETE") && text.contains("eu: 0/2 blobs"), "{text}");
+    assert!(
+        text.contains("INCOMPLETE") && text.contains("eu: 0/2 blobs"),
+        "{text}"
+    );
 
     // A worker copies everything; --wait returns 0 once the image is complete.
     let mut worker = scene.worker();
@@ -216,7 +217,14 @@ fn status_of_an_image_an_index_and_a_missing_layer() {
     assert!(missing_in(&status, "us").is_empty());
 
     // --wait gives up at its timeout, exit 1.
-    let out = scene.quayctl(&["status", "--image", "demo/app:v2", "--wait", "--timeout", "1"]);
+    let out = scene.quayctl(&[
+        "status",
+        "--image",
+        "demo/app:v2",
+        "--wait",
+        "--timeout",
+        "1",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not replicated after 1s"));
 

@@ -49,8 +49,7 @@ pub use manifest::{media_types, parse_manifest, Descriptor, ManifestKind, Parsed
 pub use metadata::{
     BlobCommit, BlobIndex, BlobRecord, JobOutbox, LocationRemoval, LocationStats, ManifestIndex,
     ManifestRecord, MetadataStore, NewManifest, Page, PlacedCopy, PlacementIndex, UploadPart,
-    UploadRecord,
-    UploadStore,
+    UploadRecord, UploadStore,
 };
 pub use names::{LocationId, Reference, RepositoryName, Tag};
 pub use queue::{

@@ -9,8 +9,8 @@ use axum::routing::{any, get};
 use axum::Router;
 use quay_core::{HealthCheck, Registry, Result};
 use quay_replication::collector::CollectorConfig;
-use quay_replication::webhooks::Webhooks;
 use quay_replication::redis::OutboxRelay;
+use quay_replication::webhooks::Webhooks;
 use quay_replication::worker::WorkerConfig;
 use quay_replication::{Background, CheckRole, HealthMonitor};
 

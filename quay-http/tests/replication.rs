@@ -167,7 +167,13 @@ impl Regions {
             .unwrap()
     }
 
-    async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> String {
+    async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> String {
         let resp = self
             .client
             .put(format!("{}/v2/{repo}/manifests/{reference}", self.us.base))
@@ -184,7 +190,12 @@ impl Regions {
     }
 
     /// Pushes config + layer to us and an image manifest under `reference`.
-    async fn push_image(&self, repo: &str, reference: Option<&str>, layer: &[u8]) -> (String, usize) {
+    async fn push_image(
+        &self,
+        repo: &str,
+        reference: Option<&str>,
+        layer: &[u8],
+    ) -> (String, usize) {
         let config = br#"{"architecture":"amd64","os":"linux"}"#;
         for blob in [&config[..], layer] {
             let resp = self.push_blob(&self.us, repo, blob).await;
@@ -200,7 +211,9 @@ impl Regions {
         }))
         .unwrap();
         let reference = reference.map_or_else(|| sha256(&manifest), str::to_owned);
-        let digest = self.put_manifest(repo, &reference, OCI_MANIFEST, &manifest).await;
+        let digest = self
+            .put_manifest(repo, &reference, OCI_MANIFEST, &manifest)
+            .await;
         (digest, manifest.len())
     }
 
@@ -319,7 +332,10 @@ async fn image_index_and_missing_layer(db: Db) {
     let index_digest = r.put_manifest("demo/multi", "v1", OCI_INDEX, &index).await;
     let (_, status) = r.status(&r.us, "demo/multi", &index_digest).await;
     assert_eq!(status["manifests"].as_array().unwrap().len(), 3, "{status}");
-    assert_eq!(status["blobs"], 3, "one shared config, two layers: {status}");
+    assert_eq!(
+        status["blobs"], 3,
+        "one shared config, two layers: {status}"
+    );
     assert_eq!(missing(&status, "eu").len(), 3);
 
     r.replicate_everything().await;
@@ -330,12 +346,11 @@ async fn image_index_and_missing_layer(db: Db) {
         assert!(missing(&status, "eu").is_empty());
     }
     // The library answers the same.
-    let lib = r
-        .us
-        .registry
-        .image_status(&"demo/multi".parse().unwrap(), &"v1".parse().unwrap())
-        .await
-        .unwrap();
+    let lib =
+        r.us.registry
+            .image_status(&"demo/multi".parse().unwrap(), &"v1".parse().unwrap())
+            .await
+            .unwrap();
     assert!(lib.complete);
     assert_eq!(lib.manifests.len(), 3);
 
@@ -347,7 +362,11 @@ async fn image_index_and_missing_layer(db: Db) {
     assert!(missing(&status, "us").is_empty());
 
     // Unknown images answer as a manifest pull does.
-    for (repo, reference) in [("demo/app", "nope"), ("demo/none", "v1"), ("demo/app", "sha256:abc")] {
+    for (repo, reference) in [
+        ("demo/app", "nope"),
+        ("demo/none", "v1"),
+        ("demo/app", "sha256:abc"),
+    ] {
         let resp = r
             .client
             .get(format!("{}/v2/{repo}/replication/{reference}", r.us.base))
@@ -462,7 +481,9 @@ async fn image_status_needs_pull_access() {
         );
     }
     // The owner gets the answer.
-    let resp = get("/v2/usera/priv/replication/v1", Some("usera")).await.unwrap();
+    let resp = get("/v2/usera/priv/replication/v1", Some("usera"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["blobs"], 2, "{body}");
@@ -476,8 +497,17 @@ async fn durability_all_survives_the_first_site(db: Db) {
     // Right after the PUT returns, us's storage dies.
     r.switches["us"].set(Fault::Error);
     let digest = sha256(&data);
-    let blob = r.store.get_blob(&digest.parse().unwrap()).await.unwrap().unwrap();
-    assert_eq!(blob.locations.len(), 2, "both placements recorded: {blob:?}");
+    let blob = r
+        .store
+        .get_blob(&digest.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        blob.locations.len(),
+        2,
+        "both placements recorded: {blob:?}"
+    );
     let resp = r
         .client
         .get(format!("{}/v2/demo/app/blobs/{digest}", r.eu.base))
@@ -529,7 +559,12 @@ async fn durability_all_refuses_when_a_site_is_down(db: Db) {
             "{message}"
         );
         // Nothing visible: no row, no pull, no object, no session.
-        assert!(r.store.get_blob(&digest.parse().unwrap()).await.unwrap().is_none());
+        assert!(r
+            .store
+            .get_blob(&digest.parse().unwrap())
+            .await
+            .unwrap()
+            .is_none());
         for at in [&r.us, &r.eu] {
             let head = r
                 .client
@@ -539,7 +574,11 @@ async fn durability_all_refuses_when_a_site_is_down(db: Db) {
                 .unwrap();
             assert_eq!(head.status(), 404);
         }
-        assert!(blob_files(&r.root("us")).is_empty(), "{:?}", blob_files(&r.root("us")));
+        assert!(
+            blob_files(&r.root("us")).is_empty(),
+            "{:?}",
+            blob_files(&r.root("us"))
+        );
         assert!(blob_files(&r.root("eu")).is_empty());
         let mut uploads = 0;
         if let Ok(rd) = std::fs::read_dir(r.root("us").join("uploads")) {
@@ -553,7 +592,12 @@ async fn durability_all_refuses_when_a_site_is_down(db: Db) {
     r.us.registry.health().record_success(&id("eu"));
     let resp = r.push_blob(&r.us, "demo/app", &data).await;
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    let blob = r.store.get_blob(&digest.parse().unwrap()).await.unwrap().unwrap();
+    let blob = r
+        .store
+        .get_blob(&digest.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(blob.locations.len(), 2);
 }
 
@@ -578,11 +622,7 @@ async fn durability_applies_to_mounts() {
     let store = r.store.clone();
     let digest = sha256(&data);
     let regions = Regions {
-        us: serve(
-            rebuild(&store, &r.dir, &r.switches, Durability::All),
-            None,
-        )
-        .await,
+        us: serve(rebuild(&store, &r.dir, &r.switches, Durability::All), None).await,
         ..r
     };
     let mount = |to: &'static str| {
@@ -604,7 +644,11 @@ async fn durability_applies_to_mounts() {
     regions.us.registry.health().record_success(&id("eu"));
     let resp = mount("demo/dst").send().await.unwrap();
     assert_eq!(resp.status(), 201);
-    let blob = store.get_blob(&digest.parse().unwrap()).await.unwrap().unwrap();
+    let blob = store
+        .get_blob(&digest.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(blob.locations.len(), 2);
 }
 

@@ -257,7 +257,8 @@ impl Webhooks {
             .map(|h| h.timeout_secs)
             .max()
             .unwrap_or(10);
-        let lease = i64::try_from(longest.saturating_add(30).saturating_mul(1000)).unwrap_or(i64::MAX);
+        let lease =
+            i64::try_from(longest.saturating_add(30).saturating_mul(1000)).unwrap_or(i64::MAX);
         let claimed = self
             .store
             .claim_deliveries(&self.owner, now_ms(), lease, CLAIM)

@@ -28,7 +28,9 @@ fn id(s: &str) -> LocationId {
 }
 
 fn body(data: &[u8]) -> ByteStream {
-    Box::pin(futures::stream::iter(vec![Ok(Bytes::copy_from_slice(data))]))
+    Box::pin(futures::stream::iter(vec![Ok(Bytes::copy_from_slice(
+        data,
+    ))]))
 }
 
 /// What the receiver got: (event id header, body), in order.
@@ -239,10 +241,7 @@ async fn fires_once_retried_while_down(postgres: bool) {
         if states.len() == 3 && states.iter().all(|s| s.delivered_at.is_some()) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "not delivered: {states:?}"
-        );
+        assert!(Instant::now() < deadline, "not delivered: {states:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // More passes of both runners change nothing.

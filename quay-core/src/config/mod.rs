@@ -669,7 +669,10 @@ impl QuayConfig {
             }
         }
         if raw.QUAY_REPLICATION_WEBHOOK_INTERVAL_SECS == Some(0) {
-            problems.push("QUAY_REPLICATION_WEBHOOK_INTERVAL_SECS", "must be at least 1");
+            problems.push(
+                "QUAY_REPLICATION_WEBHOOK_INTERVAL_SECS",
+                "must be at least 1",
+            );
         }
         let gc = gc::check(
             gc::RawGc {

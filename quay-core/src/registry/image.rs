@@ -92,7 +92,11 @@ impl ImageStatus {
                 l.location,
                 l.blobs_held,
                 self.blobs,
-                if l.complete { ", complete" } else { ", missing:" }
+                if l.complete {
+                    ", complete"
+                } else {
+                    ", missing:"
+                }
             ));
             for m in &l.missing {
                 out.push_str(&format!("    {} ({} bytes)\n", m.digest, m.size));
@@ -127,7 +131,12 @@ impl Registry {
         let mut blob_order: Vec<Digest> = Vec::new();
         let mut seen_blobs: BTreeSet<Digest> = BTreeSet::new();
         // (manifest digest, its content, depth)
-        let mut pending = vec![(top.digest.clone(), top.content.clone(), top.media_type.clone(), 0)];
+        let mut pending = vec![(
+            top.digest.clone(),
+            top.content.clone(),
+            top.media_type.clone(),
+            0,
+        )];
         while let Some((digest, content, media_type, depth)) = pending.pop() {
             if manifests.contains(&digest) {
                 continue;

@@ -300,10 +300,7 @@ impl Registry {
             }
         }
         // Push-time durability: the other locations' copies, before anything is recorded.
-        let copies = match self
-            .make_durable(digest, size, &rec.location, &held)
-            .await
-        {
+        let copies = match self.make_durable(digest, size, &rec.location, &held).await {
             Ok(copies) => copies,
             Err(e) => {
                 if !already_placed {

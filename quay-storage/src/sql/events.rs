@@ -186,7 +186,12 @@ impl EventStore for SqlMetadataStore {
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1, \
                  last_error = $2, lease_owner = NULL, lease_until = NULL \
                  WHERE id = $3 AND lease_owner = $4",
-                vec![retry_at.into(), error.into(), id.into(), owner.to_owned().into()],
+                vec![
+                    retry_at.into(),
+                    error.into(),
+                    id.into(),
+                    owner.to_owned().into(),
+                ],
             ))
             .await
             .map_err(|e| db_error(op, e))?;
