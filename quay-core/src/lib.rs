@@ -27,6 +27,7 @@ pub mod auth;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod events;
 pub mod gc;
 pub mod health;
 pub mod manifest;
@@ -41,13 +42,14 @@ pub mod storage;
 pub use auth::{Actions, Authenticator, Authorizer, Identity, Secret};
 pub use digest::{Algorithm, Digest, DigestHasher};
 pub use error::{Error, ErrorKind, Result};
+pub use events::{Delivery, DeliveryState, EventStore, NewEvent};
 pub use gc::{CollectedBlob, GarbageIndex, GcCutoffs, TagHistoryEntry};
 pub use health::{BreakerConfig, HealthCheck, HealthStatus, HealthTracker, LocationState};
 pub use manifest::{media_types, parse_manifest, Descriptor, ManifestKind, ParsedManifest};
 pub use metadata::{
     BlobCommit, BlobIndex, BlobRecord, JobOutbox, LocationRemoval, LocationStats, ManifestIndex,
-    ManifestRecord, MetadataStore, NewManifest, Page, PlacementIndex, UploadPart, UploadRecord,
-    UploadStore,
+    ManifestRecord, MetadataStore, NewManifest, Page, PlacedCopy, PlacementIndex, UploadPart,
+    UploadRecord, UploadStore,
 };
 pub use names::{LocationId, Reference, RepositoryName, Tag};
 pub use queue::{

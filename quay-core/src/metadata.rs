@@ -85,6 +85,19 @@ pub struct BlobCommit {
     /// for no check. A removal of a copy there since then may have deleted that object: the
     /// commit is then refused (`Unavailable`), and the client pushes again.
     pub removals_seen: Option<u64>,
+    /// Verified copies in other locations made before the commit (push-time durability):
+    /// their placements are recorded in the same transaction, each refused like
+    /// `location`'s when a removal of a copy there was counted since its `removals_seen`.
+    pub copies: Vec<PlacedCopy>,
+}
+
+/// A verified copy of a blob written in a location before its commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedCopy {
+    /// The location holding the copy.
+    pub location: LocationId,
+    /// [`PlacementIndex::removals`] of the blob there, read before the copy was written.
+    pub removals_seen: u64,
 }
 
 /// A manifest as stored.

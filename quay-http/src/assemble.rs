@@ -20,6 +20,7 @@ use quay_core::registry::GcPolicy;
 use quay_core::{Actions, Error, ErrorKind, JobQueue, Registry, Result, RetryPolicy};
 use quay_replication::collector::CollectorConfig;
 use quay_replication::redis::{OutboxRelay, OutboxedRedisQueue, RedisJobQueue, RedisQueueConfig};
+use quay_replication::webhooks::Webhooks;
 use quay_replication::worker::WorkerConfig;
 use quay_replication::{CheckRole, QueueProbe};
 use quay_storage::layers::{MetricsLayer, TimeoutLayer};
@@ -238,7 +239,8 @@ impl Quay {
             .default_locations(config.default_locations.iter().cloned())
             .proxy_storage(config.proxy_storage)
             .presign_expiry(Duration::from_secs(config.presign_expiry_secs))
-            .max_uploads_per_repository(config.max_uploads_per_repository);
+            .max_uploads_per_repository(config.max_uploads_per_repository)
+            .durability(config.durability);
         for (id, driver) in &config.locations {
             info!(location = %id, driver = ?driver, "storage location");
             builder = builder.location(id.clone(), build_location(id, driver)?);
@@ -261,7 +263,17 @@ impl Quay {
         };
         let auth = auth_config(config, options, tls.is_some())?;
         let settings = &config.replication_settings;
+        let webhooks = (!config.webhooks.is_empty()).then(|| {
+            Webhooks::new(
+                registry.clone(),
+                Arc::new(store.clone()),
+                config.webhooks.clone(),
+            )
+            .interval(Duration::from_secs(config.webhook_interval_secs))
+            .window(Duration::from_secs(config.webhook_window_secs))
+        });
         let mut quay = Quay::builder(registry)
+            .webhooks(webhooks)
             .health_check(
                 Arc::new(store),
                 CheckRole {

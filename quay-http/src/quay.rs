@@ -10,6 +10,7 @@ use axum::Router;
 use quay_core::{HealthCheck, Registry, Result};
 use quay_replication::collector::CollectorConfig;
 use quay_replication::redis::OutboxRelay;
+use quay_replication::webhooks::Webhooks;
 use quay_replication::worker::WorkerConfig;
 use quay_replication::{Background, CheckRole, HealthMonitor};
 
@@ -48,6 +49,7 @@ struct Inner {
     clean_upload_folder: bool,
     collector: Option<CollectorConfig>,
     scrubber: Option<(u64, Duration)>,
+    webhooks: Option<Webhooks>,
 }
 
 /// Builds a [`Quay`] around a [`Registry`].
@@ -67,6 +69,7 @@ pub struct QuayBuilder {
     clean_upload_folder: bool,
     collector: Option<CollectorConfig>,
     scrubber: Option<(u64, Duration)>,
+    webhooks: Option<Webhooks>,
     write_mode: WriteMode,
     instance: Option<String>,
 }
@@ -92,6 +95,7 @@ impl Quay {
             clean_upload_folder: true,
             collector: None,
             scrubber: None,
+            webhooks: None,
             write_mode: WriteMode::Normal,
             instance: None,
             registry,
@@ -220,6 +224,9 @@ impl Quay {
         if let Some((rate, every)) = self.inner.scrubber {
             background = background.scrubber(rate, every);
         }
+        if let Some(webhooks) = &self.inner.webhooks {
+            background = background.webhooks(webhooks.clone());
+        }
         if self.inner.state.write_mode == WriteMode::ReadOnly {
             background = background.read_only();
         }
@@ -346,6 +353,13 @@ impl QuayBuilder {
         self
     }
 
+    /// Posts replication events to webhooks from the background runner (`None`: none, the
+    /// default; `from_config` sets it from `QUAY_REPLICATION_WEBHOOKS`).
+    pub fn webhooks(mut self, webhooks: Option<Webhooks>) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
+
     /// Which writes the instance accepts (Quay's `REGISTRY_STATE: readonly` and
     /// `DISABLE_PUSHES`). In read-only mode the background duties that write are off too.
     pub fn write_mode(mut self, mode: WriteMode) -> Self {
@@ -393,6 +407,7 @@ impl QuayBuilder {
                 clean_upload_folder: self.clean_upload_folder,
                 collector: self.collector,
                 scrubber: self.scrubber,
+                webhooks: self.webhooks,
             }),
         }
     }

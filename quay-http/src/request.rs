@@ -45,6 +45,9 @@ pub enum Endpoint {
     Blob(String, String),
     /// `/v2/<name>/referrers/<digest>`
     Referrers(String, String),
+    /// `/v2/<name>/replication/<reference>`: where the image stands in every default
+    /// location (ours, not the OCI spec's; read access as for a pull).
+    Replication(String, String),
     /// Anything else under `/v2/`.
     Unknown,
 }
@@ -58,7 +61,8 @@ impl Endpoint {
             | Endpoint::UploadStart(n)
             | Endpoint::Upload(n, _)
             | Endpoint::Blob(n, _)
-            | Endpoint::Referrers(n, _) => Some(n),
+            | Endpoint::Referrers(n, _)
+            | Endpoint::Replication(n, _) => Some(n),
             Endpoint::Base | Endpoint::Catalog | Endpoint::Unknown => None,
         }
     }
@@ -96,6 +100,7 @@ pub fn parse_path(rest: &str) -> Endpoint {
         "manifests" => Endpoint::Manifest(name, last),
         "blobs" => Endpoint::Blob(name, last),
         "referrers" => Endpoint::Referrers(name, last),
+        "replication" => Endpoint::Replication(name, last),
         "uploads" => match name.strip_suffix("/blobs").filter(|n| !n.is_empty()) {
             Some(name) => Endpoint::Upload(name.to_owned(), last),
             None => Endpoint::Unknown,
@@ -254,6 +259,10 @@ mod tests {
         assert_eq!(ep("manifests/latest"), Endpoint::Unknown);
         assert_eq!(ep("a/uploads/1"), Endpoint::Unknown);
         assert_eq!(ep("a/other/x"), Endpoint::Unknown);
+        assert_eq!(
+            ep("a/b/replication/v1"),
+            Endpoint::Replication("a/b".into(), "v1".into())
+        );
         assert_eq!(ep("/tags/list"), Endpoint::Unknown);
     }
 

@@ -10,6 +10,7 @@
 //! | upload expiry | removes idle upload sessions and upload leftovers | yes |
 //! | collector | garbage collection passes and the orphan sweep ([`collector`](crate::collector)) | with `FEATURE_GARBAGE_COLLECTION` |
 //! | scrubber | reads every stored copy at a bounded rate, repairs bad ones ([`scrub`](crate::scrub)) | with `QUAY_SCRUB_BYTES_PER_SEC` |
+//! | webhooks | posts replication events to webhooks ([`webhooks`](crate::webhooks)) | with `QUAY_REPLICATION_WEBHOOKS` |
 //!
 //! With the health probes, the runner also rereads which locations an operator drained.
 //!
@@ -52,6 +53,7 @@ pub struct Background {
     upload_expiry: Option<(Duration, bool)>,
     collector: Option<CollectorConfig>,
     scrubber: Option<(u64, Duration)>,
+    webhooks: Option<crate::webhooks::Webhooks>,
     role: String,
     heartbeat_every: Duration,
 }
@@ -68,6 +70,7 @@ impl Background {
             upload_expiry: None,
             collector: None,
             scrubber: None,
+            webhooks: None,
             role: "worker".to_owned(),
             heartbeat_every: WORKER_HEARTBEAT_EVERY,
         }
@@ -77,6 +80,20 @@ impl Background {
     #[must_use]
     pub fn scrubber(mut self, bytes_per_sec: u64, every: Duration) -> Self {
         self.scrubber = Some((bytes_per_sec, every));
+        self
+    }
+
+    /// Posts replication events to webhooks.
+    #[must_use]
+    pub fn webhooks(mut self, webhooks: crate::webhooks::Webhooks) -> Self {
+        self.webhooks = Some(webhooks);
+        self
+    }
+
+    /// No webhooks from this process.
+    #[must_use]
+    pub fn without_webhooks(mut self) -> Self {
+        self.webhooks = None;
         self
     }
 
@@ -96,6 +113,7 @@ impl Background {
             .without_upload_expiry()
             .without_collector()
             .without_scrubber()
+            .without_webhooks()
     }
 
     /// Runs the garbage collector.
@@ -270,6 +288,9 @@ impl Background {
                     until(),
                 )),
             ));
+        }
+        if let Some(webhooks) = self.webhooks {
+            tasks.push(("webhooks", tokio::spawn(webhooks.run(until()))));
         }
         // The shutdown signal given here stops everything too.
         let signal = stop.clone();

@@ -13,7 +13,9 @@
 //!   outbox (blob commits record their jobs there, in their own transaction);
 //! - [`health`]: the health monitor behind `/health/*`, with storage and queue probes;
 //! - [`status`]: how far replication has come, and which workers run;
-//! - [`bench`]: the replication benchmark of `quayctl bench`.
+//! - [`bench`]: the replication benchmark of `quayctl bench`;
+//! - [`webhooks`]: replication events (an image fully replicated, a job dead-lettered) posted
+//!   to webhooks, once each across instances.
 //!
 //! The SQL job queue lives beside its schema, in `quay_storage::SqlJobQueue`. With the
 //! `testkit` feature, [`testkit`] holds the `JobQueue` conformance suite.
@@ -30,6 +32,7 @@ pub mod scrub;
 pub mod status;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod webhooks;
 pub mod worker;
 
 pub use background::{Background, BackgroundHandle};

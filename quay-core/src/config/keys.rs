@@ -51,6 +51,10 @@ pub(crate) const OURS: &[&str] = &[
     "QUAY_GC_ORPHAN_GRACE_SECS",
     "QUAY_GC_ORPHAN_SWEEP_INTERVAL_SECS",
     "QUAY_LOG_FORMAT",
+    "QUAY_REPLICATION_DURABILITY",
+    "QUAY_REPLICATION_WEBHOOKS",
+    "QUAY_REPLICATION_WEBHOOK_INTERVAL_SECS",
+    "QUAY_REPLICATION_WEBHOOK_WINDOW_SECS",
 ];
 
 /// Keys of Quay's that are close to ours in spelling but are real, distinct keys.

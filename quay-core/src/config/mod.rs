@@ -119,8 +119,68 @@ pub struct QuayConfig {
     /// `QUAY_LOG_FORMAT`: how the binaries write their logs, `text` (default) or `json`
     /// (their `--log-format` overrides it).
     pub log_format: LogFormat,
+    /// `QUAY_REPLICATION_DURABILITY`: `async` (default), `quorum` or `all`; how many default
+    /// locations hold a blob before its push is acknowledged (needs replication on).
+    pub durability: crate::registry::Durability,
+    /// `QUAY_REPLICATION_WEBHOOKS`: where replication events are posted.
+    pub webhooks: Vec<WebhookConfig>,
+    /// `QUAY_REPLICATION_WEBHOOK_INTERVAL_SECS`: how often the background runner looks for
+    /// events and deliveries due (5).
+    pub webhook_interval_secs: u64,
+    /// `QUAY_REPLICATION_WEBHOOK_WINDOW_SECS`: images pushed (tagged) within this many seconds
+    /// are watched for their "fully replicated" event (86400).
+    pub webhook_window_secs: u64,
     /// Quay keys present in the file that this engine does not use.
     pub ignored_keys: Vec<String>,
+}
+
+/// One webhook of `QUAY_REPLICATION_WEBHOOKS`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where events are posted (`http://` or `https://`), as JSON.
+    pub url: String,
+    /// Which events: `image_replicated`, `blob_dead_lettered` (default: both).
+    #[serde(default = "default_webhook_events")]
+    pub events: Vec<String>,
+    /// Seconds one delivery may take (10).
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_secs: u64,
+    /// Failed deliveries before an event is given up (20; the pause doubles from 1 s up to
+    /// 5 minutes between them).
+    #[serde(default = "default_webhook_attempts")]
+    pub max_attempts: u32,
+    /// A secret: when set, each delivery carries `X-Quay-Signature: sha256=<hex HMAC-SHA256
+    /// of the body>`.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+}
+
+fn default_webhook_events() -> Vec<String> {
+    vec!["image_replicated".into(), "blob_dead_lettered".into()]
+}
+
+fn default_webhook_timeout() -> u64 {
+    10
+}
+
+fn default_webhook_attempts() -> u32 {
+    20
+}
+
+/// The events a webhook may ask for.
+pub const WEBHOOK_EVENTS: &[&str] = &["image_replicated", "blob_dead_lettered"];
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("max_attempts", &self.max_attempts)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// How logs are written (`QUAY_LOG_FORMAT`).
@@ -260,6 +320,8 @@ impl fmt::Debug for QuayConfig {
             .field("auth", &self.auth)
             .field("tls", &self.tls)
             .field("log_format", &self.log_format)
+            .field("durability", &self.durability)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -366,6 +428,14 @@ struct RawConfig {
     QUAY_GC_ORPHAN_SWEEP_INTERVAL_SECS: Option<u64>,
     #[serde(default)]
     QUAY_LOG_FORMAT: LogFormat,
+    #[serde(default)]
+    QUAY_REPLICATION_DURABILITY: Option<String>,
+    #[serde(default)]
+    QUAY_REPLICATION_WEBHOOKS: Vec<WebhookConfig>,
+    #[serde(default)]
+    QUAY_REPLICATION_WEBHOOK_INTERVAL_SECS: Option<u64>,
+    #[serde(default)]
+    QUAY_REPLICATION_WEBHOOK_WINDOW_SECS: Option<u64>,
     #[serde(flatten)]
     rest: BTreeMap<String, serde_yaml::Value>,
 }
@@ -559,6 +629,51 @@ impl QuayConfig {
         if raw.QUAY_SCRUB_INTERVAL_SECS == Some(0) {
             problems.push("QUAY_SCRUB_INTERVAL_SECS", "must be at least 1");
         }
+        let durability = match raw.QUAY_REPLICATION_DURABILITY.as_deref().map(str::parse) {
+            None => crate::registry::Durability::Async,
+            Some(Ok(d)) => d,
+            Some(Err(_)) => {
+                problems.push(
+                    "QUAY_REPLICATION_DURABILITY",
+                    "must be async, quorum or all",
+                );
+                crate::registry::Durability::Async
+            }
+        };
+        if durability != crate::registry::Durability::Async && !raw.FEATURE_STORAGE_REPLICATION {
+            problems.push(
+                "QUAY_REPLICATION_DURABILITY",
+                "quorum and all need FEATURE_STORAGE_REPLICATION: true",
+            );
+        }
+        for (i, hook) in raw.QUAY_REPLICATION_WEBHOOKS.iter().enumerate() {
+            let key = format!("QUAY_REPLICATION_WEBHOOKS[{i}]");
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                problems.push(&format!("{key}.url"), "must be an http:// or https:// URL");
+            }
+            for event in &hook.events {
+                if !WEBHOOK_EVENTS.contains(&event.as_str()) {
+                    problems.push(
+                        &format!("{key}.events"),
+                        format_args!(
+                            "unknown event {event:?} (image_replicated, blob_dead_lettered)"
+                        ),
+                    );
+                }
+            }
+            if hook.timeout_secs == 0 {
+                problems.push(&format!("{key}.timeout_secs"), "must be at least 1");
+            }
+            if hook.max_attempts == 0 {
+                problems.push(&format!("{key}.max_attempts"), "must be at least 1");
+            }
+        }
+        if raw.QUAY_REPLICATION_WEBHOOK_INTERVAL_SECS == Some(0) {
+            problems.push(
+                "QUAY_REPLICATION_WEBHOOK_INTERVAL_SECS",
+                "must be at least 1",
+            );
+        }
         let gc = gc::check(
             gc::RawGc {
                 feature: raw.FEATURE_GARBAGE_COLLECTION.as_ref(),
@@ -613,6 +728,10 @@ impl QuayConfig {
             scrub_bytes_per_sec: raw.QUAY_SCRUB_BYTES_PER_SEC.unwrap_or(0),
             scrub_interval_secs: raw.QUAY_SCRUB_INTERVAL_SECS.unwrap_or(86_400),
             log_format: raw.QUAY_LOG_FORMAT,
+            durability,
+            webhooks: raw.QUAY_REPLICATION_WEBHOOKS,
+            webhook_interval_secs: raw.QUAY_REPLICATION_WEBHOOK_INTERVAL_SECS.unwrap_or(5),
+            webhook_window_secs: raw.QUAY_REPLICATION_WEBHOOK_WINDOW_SECS.unwrap_or(86_400),
             ignored_keys: ignored,
         })
     }

@@ -110,7 +110,13 @@ impl RegistryBuilder {
         self
     }
 
-    /// The most open upload sessions per repository (no limit by default).
+    /// Push-time durability (`async` by default): see [`super::Durability`].
+    pub fn durability(mut self, durability: super::Durability) -> Self {
+        self.config.durability = durability;
+        self
+    }
+
+    /// At most `limit` open upload sessions per repository.
     pub fn max_uploads_per_repository(mut self, limit: u64) -> Self {
         self.config.max_uploads_per_repository = Some(limit);
         self

@@ -6,7 +6,9 @@
 mod blobs;
 mod builder;
 pub mod copy;
+mod durable;
 mod gc;
+mod image;
 pub mod layers;
 mod manifests;
 mod repair;
@@ -29,7 +31,9 @@ use crate::storage::StorageEngine;
 
 pub use blobs::{BlobBody, BlobRead};
 pub use builder::RegistryBuilder;
+pub use durable::Durability;
 pub use gc::{GcPolicy, GcReport, Removed};
+pub use image::{ImageStatus, LocationImageStatus, MissingBlob};
 pub use layers::{HealthLayer, LayerOrder, StorageLayer};
 pub use manifests::{accepts, ManifestPut, TagPage};
 pub use repair::CopyCheck;
@@ -59,6 +63,9 @@ pub struct RegistryConfig {
     /// `TooManyRequests` (a soft limit: concurrent starts may pass it by a few). `None`: no
     /// limit.
     pub max_uploads_per_repository: Option<u64>,
+    /// Push-time durability (`QUAY_REPLICATION_DURABILITY`): how many default locations must
+    /// hold a blob before its push (or mount) is acknowledged. Needs `replication`.
+    pub durability: Durability,
 }
 
 impl RegistryConfig {
@@ -72,6 +79,7 @@ impl RegistryConfig {
             default_locations: Vec::new(),
             breaker: BreakerConfig::default(),
             max_uploads_per_repository: None,
+            durability: Durability::Async,
         }
     }
 }

@@ -236,12 +236,14 @@ impl Registry {
         // removes a former copy of this blob here from now on refuses the commit (the object,
         // found or written, may be gone). See `BlobCommit::removals_seen`.
         let removals_seen = Some(self.inner.metadata.removals(digest, &rec.location).await?);
-        let already_placed = self
+        let held: Vec<LocationId> = self
             .inner
             .metadata
             .get_blob(digest)
             .await?
-            .is_some_and(|b| b.locations.contains(&rec.location));
+            .map(|b| b.locations)
+            .unwrap_or_default();
+        let already_placed = held.contains(&rec.location);
 
         // Verify, and produce a verified object to move into place (unless one is there).
         let single_verified = parts.len() == 1 && parts[0].sha256.as_ref() == Some(digest);
@@ -297,7 +299,19 @@ impl Registry {
                 storage.write(&final_path, empty).await?;
             }
         }
-        self.inner
+        // Push-time durability: the other locations' copies, before anything is recorded.
+        let copies = match self.make_durable(digest, size, &rec.location, &held).await {
+            Ok(copies) => copies,
+            Err(e) => {
+                if !already_placed {
+                    self.take_back(digest, &rec.location).await;
+                }
+                self.discard_session(&rec, &storage).await;
+                return Err(e);
+            }
+        };
+        let committed = self
+            .inner
             .metadata
             .commit_blob(&BlobCommit {
                 repository: repository.clone(),
@@ -307,8 +321,15 @@ impl Registry {
                 upload_id: Some(rec.id.clone()),
                 replicate_to: self.replication_targets(&rec.location),
                 removals_seen,
+                copies: copies.clone(),
             })
-            .await?;
+            .await;
+        if let Err(e) = committed {
+            for copy in &copies {
+                self.take_back(digest, &copy.location).await;
+            }
+            return Err(e);
+        }
         // The parts, an assembled object (moved away already where the backend renames) and
         // the session's folder.
         remove_session_data(&storage, &rec.id, &rec.location).await;
@@ -458,6 +479,10 @@ impl Registry {
             .is_none()
         {
             return Ok(false);
+        }
+        // Push-time durability: a mount is acknowledged once enough locations hold the blob.
+        if let Some(blob) = self.inner.metadata.get_blob(digest).await? {
+            self.mount_durable(&blob).await?;
         }
         match self.inner.metadata.link_blob(repository, digest).await {
             // Collected meanwhile: the client uploads the blob instead.

@@ -4,6 +4,7 @@
 mod blobs;
 mod listing;
 mod manifests;
+mod replication;
 mod uploads;
 
 pub(crate) use blobs::STORAGE_LOCATION_HEADER;
@@ -50,6 +51,9 @@ pub(crate) async fn dispatch(
         }
         (&Method::GET | &Method::HEAD, Endpoint::Referrers(name, digest)) => {
             listing::referrers(&state, name, digest, q).await
+        }
+        (&Method::GET | &Method::HEAD, Endpoint::Replication(name, reference)) => {
+            replication::get(&state, name, reference, head).await
         }
         (&Method::GET | &Method::HEAD, Endpoint::Manifest(name, reference)) => {
             manifests::get(&state, name, reference, &headers, head).await

@@ -58,6 +58,24 @@ impl BlobIndex for SqlMetadataStore {
                 op,
             )
             .await?;
+            for copy in &record.copies {
+                let placement = blob_placement::ActiveModel {
+                    digest: Set(digest.clone()),
+                    location: Set(copy.location.to_string()),
+                    created_at: Set(now),
+                };
+                insert_if_absent(&txn, placement, op)
+                    .await
+                    .map_err(with_digest)?;
+                super::gc::claim_location_from_delete_jobs(
+                    &txn,
+                    &record.digest,
+                    &copy.location,
+                    Some(copy.removals_seen),
+                    op,
+                )
+                .await?;
+            }
             if let Some(id) = &record.upload_id {
                 delete_upload_rows(&txn, id, op).await?;
             }

@@ -42,6 +42,7 @@ mod connect;
 mod convert;
 mod entities;
 mod error;
+mod events;
 mod gc;
 mod health;
 mod manifests;

@@ -135,6 +135,7 @@ macro_rules! __metadata_cases {
             commit_blob_twice_is_idempotent
             commit_blob_in_another_location_adds_placement
             commit_blob_removes_its_upload
+            commit_records_its_copies_without_jobs_for_them
             get_unknown_blob_is_none
             repository_blob_needs_a_link
             link_blob_links_a_known_blob
@@ -247,6 +248,7 @@ fn blob_commit(repository: &str, seed: &str, location: &str) -> Result<BlobCommi
         upload_id: None,
         replicate_to: Vec::new(),
         removals_seen: None,
+        copies: Vec::new(),
     })
 }
 

@@ -307,3 +307,34 @@ pub async fn commits_record_their_jobs_in_the_outbox<H: MetadataHarness>(h: &H) 
     outbox.complete_all(&leases).await?;
     Ok(())
 }
+
+/// Push-time durability: the copies a commit carries are recorded with it, and no
+/// replication job is recorded for a location that a copy already fills.
+pub async fn commit_records_its_copies_without_jobs_for_them<H: MetadataHarness>(
+    h: &H,
+) -> Result<()> {
+    use quay_core::metadata::PlacementIndex;
+    use quay_core::{JobOutbox, PlacedCopy};
+    let store = h.open().await?;
+    let mut commit = blob_commit("a", "layer", "us")?;
+    commit.replicate_to = vec![loc("eu")?, loc("ap")?];
+    commit.copies = vec![PlacedCopy {
+        location: loc("eu")?,
+        removals_seen: store.removals(&commit.digest, &loc("eu")?).await?,
+    }];
+    store.commit_blob(&commit).await?;
+    let Some(record) = store.get_blob(&commit.digest).await? else {
+        panic!("committed blob not found");
+    };
+    assert_eq!(locations(&record), BTreeSet::from([loc("eu")?, loc("us")?]));
+    if let Some(outbox) = store.outbox() {
+        let leases = outbox.claim(10, std::time::Duration::from_secs(60)).await?;
+        let targets: Vec<String> = leases
+            .iter()
+            .map(|l| l.job.spec.target.to_string())
+            .collect();
+        assert_eq!(targets, ["ap"], "a job only where no copy was made");
+        outbox.complete_all(&leases).await?;
+    }
+    Ok(())
+}
