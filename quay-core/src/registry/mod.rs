@@ -5,10 +5,12 @@
 
 mod blobs;
 mod builder;
+mod chunked;
 pub mod copy;
 mod gc;
 pub mod layers;
 mod manifests;
+mod monolithic;
 mod repair;
 mod replicate;
 pub mod route;
@@ -29,6 +31,7 @@ use crate::storage::StorageEngine;
 
 pub use blobs::{BlobBody, BlobRead};
 pub use builder::RegistryBuilder;
+pub use chunked::{DEFAULT_UPLOAD_PART_BUFFERS, MULTIPART_PART_SIZE};
 pub use gc::{GcPolicy, GcReport, Removed};
 pub use layers::{HealthLayer, LayerOrder, StorageLayer};
 pub use manifests::{accepts, ManifestPut, TagPage};
@@ -59,6 +62,10 @@ pub struct RegistryConfig {
     /// `TooManyRequests` (a soft limit: concurrent starts may pass it by a few). `None`: no
     /// limit.
     pub max_uploads_per_repository: Option<u64>,
+    /// How many part buffers ([`MULTIPART_PART_SIZE`] bytes each) chunked uploads into a
+    /// location's multipart upload may hold at once in this process; a chunk waits for a free
+    /// one (`QUAY_UPLOAD_PART_BUFFERS`, default [`DEFAULT_UPLOAD_PART_BUFFERS`]).
+    pub upload_part_buffers: usize,
 }
 
 impl RegistryConfig {
@@ -72,6 +79,7 @@ impl RegistryConfig {
             default_locations: Vec::new(),
             breaker: BreakerConfig::default(),
             max_uploads_per_repository: None,
+            upload_part_buffers: DEFAULT_UPLOAD_PART_BUFFERS,
         }
     }
 }
@@ -94,6 +102,8 @@ struct Inner {
     outbox: Option<Arc<dyn JobQueue>>,
     /// Locations drained by an operator, as last read from the metadata store.
     drained: std::sync::RwLock<std::collections::BTreeSet<LocationId>>,
+    /// The process's part buffers of chunked uploads into multipart uploads.
+    part_buffers: chunked::PartBuffers,
 }
 
 impl fmt::Debug for Registry {

@@ -36,6 +36,7 @@ impl UploadStore for SqlMetadataStore {
             size: Set(0),
             created_at: Set(now),
             updated_at: Set(now),
+            multipart: Set(None),
         })
         .exec_without_returning(&self.db)
         .await
@@ -124,6 +125,63 @@ impl UploadStore for SqlMetadataStore {
         .map_err(err)?;
         commit(txn, op).await?;
         Ok(new_size)
+    }
+
+    fn keeps_multipart_state(&self) -> bool {
+        true
+    }
+
+    async fn get_upload_multipart(&self, id: &str) -> Result<Option<String>> {
+        let op = "get_upload_multipart";
+        let row = upload::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(|e| db_error(op, e).with_context("upload", id))?;
+        match row {
+            Some(row) => Ok(row.multipart),
+            None => Err(upload_unknown(id)),
+        }
+    }
+
+    async fn set_upload_multipart(
+        &self,
+        id: &str,
+        expected_size: u64,
+        new_size: u64,
+        state: &str,
+    ) -> Result<()> {
+        let op = "set_upload_multipart";
+        let (expected, new_size) = (
+            to_db("upload size", expected_size)?,
+            to_db("upload size", new_size)?,
+        );
+        let err = |e: DbErr| db_error(op, e).with_context("upload", id);
+        let updated = upload::Entity::update_many()
+            .col_expr(upload::Column::Size, Expr::value(new_size))
+            .col_expr(upload::Column::Multipart, Expr::value(state.to_owned()))
+            .col_expr(upload::Column::UpdatedAt, Expr::value(now_ms()))
+            .filter(upload::Column::Id.eq(id))
+            .filter(upload::Column::Size.eq(expected))
+            .exec(&self.db)
+            .await
+            .map_err(err)?;
+        if updated.rows_affected == 1 {
+            return Ok(());
+        }
+        let exists = upload::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(err)?
+            .is_some();
+        Err(if exists {
+            Error::new(
+                ErrorKind::Conflict,
+                format!("upload session no longer holds {expected_size} bytes"),
+            )
+            .with_context("upload", id)
+        } else {
+            upload_unknown(id)
+        })
     }
 
     async fn delete_upload(&self, id: &str) -> Result<()> {
