@@ -22,10 +22,13 @@ use crate::metadata::BlobCommit;
 use crate::names::{LocationId, RepositoryName};
 use crate::storage::{ByteStream, StorageEngine};
 
+/// Bytes seen, the hasher while the stream runs, and the digest once it has ended.
+type CheckState = (u64, Option<DigestHasher>, Option<Digest>);
+
 /// What a [`checked`] stream saw.
 #[derive(Clone)]
 struct Check {
-    state: Arc<Mutex<(u64, Option<DigestHasher>, Option<Digest>)>>,
+    state: Arc<Mutex<CheckState>>,
 }
 
 impl Check {
