@@ -154,7 +154,11 @@ fn post_blob(addr: SocketAddr, repo: &str, data: &[u8]) -> Result<String, String
     if resp.status == 201 {
         Ok(digest)
     } else {
-        Err(format!("POST blob answered {}: {}", resp.status, resp.text()))
+        Err(format!(
+            "POST blob answered {}: {}",
+            resp.status,
+            resp.text()
+        ))
     }
 }
 
@@ -182,7 +186,11 @@ fn push_image(addr: SocketAddr, repo: &str, tag: &str) -> Result<Image, String> 
     )
     .map_err(|e| format!("PUT manifest: {e}"))?;
     if resp.status != 201 {
-        return Err(format!("PUT manifest answered {}: {}", resp.status, resp.text()));
+        return Err(format!(
+            "PUT manifest answered {}: {}",
+            resp.status,
+            resp.text()
+        ));
     }
     Ok(Image {
         repo: repo.to_owned(),
@@ -220,7 +228,10 @@ fn bucket_objects(s3: &S3Process) -> (BTreeSet<String>, Vec<PathBuf>) {
     let (mut blobs, mut other) = (BTreeSet::new(), Vec::new());
     common::walk_files(&root, &mut |p| {
         let rel = p.strip_prefix(&root).unwrap();
-        let parts: Vec<_> = rel.iter().map(|c| c.to_string_lossy().into_owned()).collect();
+        let parts: Vec<_> = rel
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
         match parts.as_slice() {
             [sha, _, hex] if sha == "sha256" => {
                 blobs.insert(format!("sha256:{hex}"));
@@ -238,7 +249,10 @@ async fn placed(url: &str, location: &str) -> BTreeSet<String> {
     let location: quay_core::LocationId = location.parse().unwrap();
     let (mut all, mut after) = (BTreeSet::new(), None);
     loop {
-        let page = store.placed_blobs(&location, after.as_ref(), 1000).await.unwrap();
+        let page = store
+            .placed_blobs(&location, after.as_ref(), 1000)
+            .await
+            .unwrap();
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
         all.extend(page.iter().map(|(d, _)| d.to_string()));
@@ -297,7 +311,13 @@ fn chaos_soak() {
     let cfg = config.to_str().unwrap().to_owned();
     let start = |preference: &str| {
         Server::start_with(
-            &["--config", &cfg, "--health-interval-secs", "1", "--no-worker"],
+            &[
+                "--config",
+                &cfg,
+                "--health-interval-secs",
+                "1",
+                "--no-worker",
+            ],
             &[("QUAY_DISTRIBUTED_STORAGE_PREFERENCE", preference)],
         )
     };
@@ -393,7 +413,10 @@ fn chaos_soak() {
                     s3[i].kill();
                     std::thread::sleep(Duration::from_secs(3));
                     s3[i] = S3Process::start(&dir.path().join(["s3-us", "s3-eu"][i]), port);
-                    format!("S3 server of {} killed (SIGKILL), restarted 3 s later", names[i])
+                    format!(
+                        "S3 server of {} killed (SIGKILL), restarted 3 s later",
+                        names[i]
+                    )
                 }
                 Fault::KillWorker => {
                     let _ = Command::new("kill")
@@ -448,12 +471,18 @@ fn chaos_soak() {
                                 .join(hex);
                             if rng.random_bool(0.5) {
                                 std::fs::remove_file(&path).unwrap();
-                                format!("copy of {digest} in {} deleted behind the registry", names[i])
+                                format!(
+                                    "copy of {digest} in {} deleted behind the registry",
+                                    names[i]
+                                )
                             } else {
                                 let mut bytes = std::fs::read(&path).unwrap();
                                 bytes[0] ^= 0xff;
                                 std::fs::write(&path, &bytes).unwrap();
-                                format!("copy of {digest} in {} corrupted behind the registry", names[i])
+                                format!(
+                                    "copy of {digest} in {} corrupted behind the registry",
+                                    names[i]
+                                )
                             }
                         }
                     }
@@ -471,16 +500,28 @@ fn chaos_soak() {
 
     // Converge: replication, then a repairing scrub, replication again, and a clean scrub.
     let wait = |what: &str| {
-        let out = quayctl(&cfg, &["status", "--wait", "--timeout", "240"], Duration::from_secs(270));
-        assert!(out.status.success(), "{what}: {}\nworker log:\n{}", text(&out),
-            std::fs::read_to_string(&worker_log).unwrap_or_default());
+        let out = quayctl(
+            &cfg,
+            &["status", "--wait", "--timeout", "240"],
+            Duration::from_secs(270),
+        );
+        assert!(
+            out.status.success(),
+            "{what}: {}\nworker log:\n{}",
+            text(&out),
+            std::fs::read_to_string(&worker_log).unwrap_or_default()
+        );
     };
     wait("replication after the load");
     let repair = quayctl(&cfg, &["scrub", "--repair"], Duration::from_secs(240));
     eprintln!("chaos: repairing scrub:\n{}", text(&repair));
     wait("replication after the repair");
     let scrub = quayctl(&cfg, &["scrub"], Duration::from_secs(240));
-    assert!(scrub.status.success(), "scrub still finds bad copies:\n{}", text(&scrub));
+    assert!(
+        scrub.status.success(),
+        "scrub still finds bad copies:\n{}",
+        text(&scrub)
+    );
     let converged = load_ended.elapsed();
 
     // Every acknowledged push, from both regions.
@@ -498,14 +539,24 @@ fn chaos_soak() {
     std::thread::sleep(Duration::from_secs(6));
     let gc = quayctl(&cfg, &["gc"], Duration::from_secs(240));
     assert!(gc.status.success(), "gc: {}", text(&gc));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut orphans = Vec::new();
     let mut leftovers = 0;
     for (s3, name) in s3.iter().zip(names) {
         let (objects, other) = bucket_objects(s3);
         let rows = rt.block_on(placed(&cluster.url(), name));
-        orphans.extend(objects.difference(&rows).map(|d| format!("{name}: object {d} has no row")));
-        orphans.extend(rows.difference(&objects).map(|d| format!("{name}: row {d} has no object")));
+        orphans.extend(
+            objects
+                .difference(&rows)
+                .map(|d| format!("{name}: object {d} has no row")),
+        );
+        orphans.extend(
+            rows.difference(&objects)
+                .map(|d| format!("{name}: row {d} has no object")),
+        );
         leftovers += other.len();
     }
 
@@ -519,12 +570,18 @@ fn chaos_soak() {
         tally.pulls_tried.load(Ordering::Relaxed),
         tally.pulls_ok.load(Ordering::Relaxed)
     );
-    println!("  longest request: {} ms", tally.longest_ms.load(Ordering::Relaxed));
+    println!(
+        "  longest request: {} ms",
+        tally.longest_ms.load(Ordering::Relaxed)
+    );
     println!("  faults injected: {}", faults.len());
     for f in &faults {
         println!("    {f}");
     }
-    println!("  failed requests during the faults (first {}):", errors.len());
+    println!(
+        "  failed requests during the faults (first {}):",
+        errors.len()
+    );
     for e in &errors {
         println!("    {e}");
     }
@@ -534,7 +591,10 @@ fn chaos_soak() {
         lost.len(),
         acked.len()
     );
-    println!("  objects without a row / rows without an object after gc: {}", orphans.len());
+    println!(
+        "  objects without a row / rows without an object after gc: {}",
+        orphans.len()
+    );
     println!("  other objects left under the buckets (upload parts): {leftovers}");
     println!("  total time {:?}", soak_started.elapsed());
     assert!(lost.is_empty(), "acknowledged pushes lost: {lost:#?}");

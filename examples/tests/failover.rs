@@ -235,21 +235,38 @@ fn redirects_never_lead_into_a_dead_location() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_quayctl"));
     cmd.args(["--config", cfg, "status", "--wait", "--timeout", "120"]);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(150));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let digests = blobs(&image);
     // Healthy: each instance redirects into its own region.
     for d in &digests {
-        assert_eq!(fetch(&us, "geo/redirect", d), Ok(us_s3.port), "us before the kill");
-        assert_eq!(fetch(&eu, "geo/redirect", d), Ok(eu_s3.port), "eu before the kill");
+        assert_eq!(
+            fetch(&us, "geo/redirect", d),
+            Ok(us_s3.port),
+            "us before the kill"
+        );
+        assert_eq!(
+            fetch(&eu, "geo/redirect", d),
+            Ok(eu_s3.port),
+            "eu before the kill"
+        );
     }
 
     let us_port = us_s3.port;
     us_s3.kill();
     let killed = Instant::now();
-    wait_until("the first failed probe of usstorage", Duration::from_secs(10), || {
-        health(&us, "/health/endtoend").1["data"]["services"]["storage_usstorage"] == false
-    });
-    eprintln!("first failed probe seen {:?} after the kill", killed.elapsed());
+    wait_until(
+        "the first failed probe of usstorage",
+        Duration::from_secs(10),
+        || health(&us, "/health/endtoend").1["data"]["services"]["storage_usstorage"] == false,
+    );
+    eprintln!(
+        "first failed probe seen {:?} after the kill",
+        killed.elapsed()
+    );
     let (mut tried, mut ok, mut into_dead) = (0, 0, 0);
     for _ in 0..25 {
         for server in [&us, &eu] {
@@ -263,8 +280,13 @@ fn redirects_never_lead_into_a_dead_location() {
             }
         }
     }
-    eprintln!("redirect mode, us storage dead: {ok}/{tried} GETs succeeded, {into_dead} sent into it");
-    assert_eq!(into_dead, 0, "a client was redirected into the dead location");
+    eprintln!(
+        "redirect mode, us storage dead: {ok}/{tried} GETs succeeded, {into_dead} sent into it"
+    );
+    assert_eq!(
+        into_dead, 0,
+        "a client was redirected into the dead location"
+    );
     assert_eq!(ok, tried, "every GET of a replicated blob must succeed");
 
     // Back: the next probe passes, and only then do redirects return to us.

@@ -59,7 +59,10 @@ fn holds(dir: &Path, location: &str, digest: &str) -> bool {
 /// The error code of an OCI error body.
 fn code(resp: &common::HttpResponse) -> String {
     let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
-    v["errors"][0]["code"].as_str().unwrap_or_default().to_owned()
+    v["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[test]
@@ -67,7 +70,12 @@ fn read_only_and_no_push_instances_refuse_writes_and_serve_reads() {
     let (rt, db) = common::fresh_postgres();
     let dir = tempfile::tempdir().unwrap();
     let normal = write_config(dir.path(), "normal.yaml", &db.url, "");
-    let readonly = write_config(dir.path(), "readonly.yaml", &db.url, "REGISTRY_STATE: readonly\n");
+    let readonly = write_config(
+        dir.path(),
+        "readonly.yaml",
+        &db.url,
+        "REGISTRY_STATE: readonly\n",
+    );
     let nopush = write_config(dir.path(), "nopush.yaml", &db.url, "DISABLE_PUSHES: true\n");
     let rw = Server::start_with(&["--config", &normal], &[]);
     let ro = Server::start_with(&["--config", &readonly, "--no-worker"], &[]);
@@ -99,7 +107,12 @@ fn read_only_and_no_push_instances_refuse_writes_and_serve_reads() {
         assert_eq!(got.status, 200, "{what}: blob GET");
         assert_eq!(got.body, data);
         assert_eq!(server.get_manifest("maint/app", "v1").status, 200, "{what}");
-        assert_eq!(server.request("GET", "/v2/maint/app/tags/list", &[], None).status, 200);
+        assert_eq!(
+            server
+                .request("GET", "/v2/maint/app/tags/list", &[], None)
+                .status,
+            200
+        );
         // Pushes are refused with an OCI error body that says why.
         for resp in [
             push_blob(server, "maint/app", b"another layer"),
@@ -116,9 +129,8 @@ fn read_only_and_no_push_instances_refuse_writes_and_serve_reads() {
         }
     }
     // Read-only refuses deletes too; with pushes disabled, deletes work.
-    let delete = |server: &Server| {
-        server.request("DELETE", "/v2/maint/app/manifests/v1", &[], None)
-    };
+    let delete =
+        |server: &Server| server.request("DELETE", "/v2/maint/app/manifests/v1", &[], None);
     let refused = delete(&ro);
     assert_eq!(refused.status, 405, "{}", refused.text());
     assert_eq!(code(&refused), "UNSUPPORTED");
@@ -136,7 +148,13 @@ fn a_drained_location_takes_no_new_blob_and_loses_nothing() {
     let config = write_config(dir.path(), "config.yaml", &db.url, "");
     // No worker inside: where a push lands is seen before any copy is made.
     let server = Server::start_with(
-        &["--config", &config, "--health-interval-secs", "1", "--no-worker"],
+        &[
+            "--config",
+            &config,
+            "--health-interval-secs",
+            "1",
+            "--no-worker",
+        ],
         &[],
     );
 
@@ -145,7 +163,11 @@ fn a_drained_location_takes_no_new_blob_and_loses_nothing() {
     assert!(holds(dir.path(), "us", &sha256_digest(&before)));
 
     let out = quayctl(&config, &["location", "drain", "us"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = quayctl(&config, &["location", "drain", "nowhere"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("configured: "));
@@ -188,12 +210,23 @@ fn a_drained_location_takes_no_new_blob_and_loses_nothing() {
     let out = quayctl(&config, &["status", "--wait", "--timeout", "60"]);
     let _ = worker.kill();
     let _ = worker.wait();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(holds(dir.path(), "us", &sha256_digest(&during)), "replication into us stopped");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        holds(dir.path(), "us", &sha256_digest(&during)),
+        "replication into us stopped"
+    );
 
     // Undrained: new blobs land in us again.
     let out = quayctl(&config, &["location", "undrain", "us"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let data = format!("pushed after the undrain, {n}").into_bytes();
@@ -202,7 +235,10 @@ fn a_drained_location_takes_no_new_blob_and_loses_nothing() {
         if holds(dir.path(), "us", &sha256_digest(&data)) {
             break;
         }
-        assert!(Instant::now() < deadline, "the server never saw the undrain");
+        assert!(
+            Instant::now() < deadline,
+            "the server never saw the undrain"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     let list = quayctl(&config, &["location", "list"]);

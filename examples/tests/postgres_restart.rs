@@ -207,7 +207,8 @@ fn a_postgres_restart_under_pushes_through_two_instances_fails_no_request() {
             .map(|c| {
                 let (stop, servers) = (&stop, &servers);
                 scope.spawn(move || {
-                    let (mut acked, mut failed, mut longest) = (Vec::new(), Vec::new(), Duration::ZERO);
+                    let (mut acked, mut failed, mut longest) =
+                        (Vec::new(), Vec::new(), Duration::ZERO);
                     let mut i = 0usize;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let server = servers[(c + i) % 2];
@@ -225,7 +226,9 @@ fn a_postgres_restart_under_pushes_through_two_instances_fails_no_request() {
                         longest = longest.max(t.elapsed());
                         match outcome {
                             Ok(()) => acked.push(data),
-                            Err(e) => failed.push(format!("{:?} after start: {e}", started.elapsed())),
+                            Err(e) => {
+                                failed.push(format!("{:?} after start: {e}", started.elapsed()))
+                            }
                         }
                         i += 1;
                     }
@@ -261,12 +264,21 @@ fn a_postgres_restart_under_pushes_through_two_instances_fails_no_request() {
         us.log(),
         eu.log()
     );
-    assert!(acknowledged.len() > 50, "only {} pushes", acknowledged.len());
+    assert!(
+        acknowledged.len() > 50,
+        "only {} pushes",
+        acknowledged.len()
+    );
     // Every acknowledged push is readable, whole, from both instances.
     for data in &acknowledged {
         let digest = sha256_digest(data);
         for server in servers {
-            let resp = server.request("GET", &format!("/v2/restart/test/blobs/{digest}"), &[], None);
+            let resp = server.request(
+                "GET",
+                &format!("/v2/restart/test/blobs/{digest}"),
+                &[],
+                None,
+            );
             assert_eq!(resp.status, 200, "{digest} lost");
             assert_eq!(resp.body, *data);
         }

@@ -37,6 +37,7 @@ pub mod queue;
 pub mod range;
 pub mod registry;
 pub mod repair;
+pub mod sha256_state;
 pub mod storage;
 
 pub use auth::{Actions, Authenticator, Authorizer, Identity, Secret};

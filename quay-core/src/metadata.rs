@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::digest::Digest;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::names::{LocationId, Reference, RepositoryName, Tag};
 
 /// Milliseconds since the Unix epoch.
@@ -135,6 +135,10 @@ pub struct Page {
 ///   session still holds `expected_size` bytes, and fails with `Conflict` otherwise (another
 ///   chunk got there first), or `NotFound` when the session is gone.
 /// - `delete_upload` of an unknown id succeeds.
+/// - The multipart state of a session (optional: [`UploadStore::keeps_multipart_state`]) is an
+///   opaque text the engine saves with `set_upload_multipart`, a compare-and-set on the
+///   session's size like `append_upload_part`, which also sets the size; `get_upload` of a
+///   session gives it back in `get_upload_multipart`, `None` when never set.
 #[async_trait]
 pub trait UploadStore: Send + Sync {
     /// Opens a session.
@@ -159,6 +163,34 @@ pub trait UploadStore: Send + Sync {
     async fn count_uploads(&self, repository: &RepositoryName) -> Result<u64>;
     /// Sessions not updated since `before`, oldest first, at most `limit`.
     async fn stale_uploads(&self, before: TimestampMs, limit: u64) -> Result<Vec<UploadRecord>>;
+
+    /// Whether this store keeps the multipart state of sessions (without it, chunked uploads
+    /// store each chunk as its own object on every backend).
+    fn keeps_multipart_state(&self) -> bool {
+        false
+    }
+
+    /// The saved multipart state of session `id`, `None` when it has none; `NotFound` when the
+    /// session is gone.
+    async fn get_upload_multipart(&self, id: &str) -> Result<Option<String>> {
+        self.get_upload(id).await.map(|_| None)
+    }
+
+    /// Saves `state` and sets the size of session `id` to `new_size`, if the session still
+    /// holds `expected_size` bytes (else `Conflict`; `NotFound` when it is gone).
+    async fn set_upload_multipart(
+        &self,
+        id: &str,
+        expected_size: u64,
+        new_size: u64,
+        state: &str,
+    ) -> Result<()> {
+        let _ = (id, expected_size, new_size, state);
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "this metadata store keeps no multipart state",
+        ))
+    }
 }
 
 /// Blobs, their placements, and which repositories link them.

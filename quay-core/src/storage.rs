@@ -65,6 +65,44 @@ pub struct StorageCapabilities {
     pub copy: bool,
     /// [`StorageEngine::rename`] moves an object atomically inside the backend.
     pub rename: bool,
+    /// The `multipart_*` operations drive the backend's native multipart upload (S3), whose
+    /// state the caller keeps between requests.
+    pub multipart: bool,
+}
+
+/// The smallest part of a multipart upload but the last (S3's limit).
+pub const MULTIPART_MIN_PART: u64 = 5 * 1024 * 1024;
+
+/// The most parts of one multipart upload (S3's limit).
+pub const MULTIPART_MAX_PARTS: u32 = 10_000;
+
+/// One uploaded part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MultipartPart {
+    /// Its number (1 to [`MULTIPART_MAX_PARTS`]); completion takes parts in this order.
+    pub number: u32,
+    /// The entity tag the backend answered.
+    pub etag: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A multipart upload in progress, as [`StorageEngine::multipart_list`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartUpload {
+    /// The object it will create, relative to the location's root.
+    pub path: String,
+    /// The backend's id of the upload.
+    pub upload_id: String,
+    /// When it was started (milliseconds since the Unix epoch), when the backend tells.
+    pub initiated: Option<crate::metadata::TimestampMs>,
+}
+
+fn multipart_unsupported() -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        "multipart uploads are not supported",
+    )
 }
 
 /// One storage location's object store, addressed by relative paths such as
@@ -159,6 +197,54 @@ pub trait StorageEngine: Send + Sync + fmt::Debug + 'static {
             ErrorKind::Unsupported,
             "rename is not supported",
         ))
+    }
+
+    /// Starts a multipart upload of the object at `path`; returns the backend's upload id.
+    /// Nothing is visible at `path` until [`StorageEngine::multipart_complete`].
+    async fn multipart_start(&self, path: &str) -> Result<String> {
+        let _ = path;
+        Err(multipart_unsupported())
+    }
+
+    /// Uploads part `number` (`data`, exactly `size` bytes) of the upload `upload_id` of
+    /// `path`; returns its entity tag. A part uploaded again under the same number replaces
+    /// the former one.
+    async fn multipart_put_part(
+        &self,
+        path: &str,
+        upload_id: &str,
+        number: u32,
+        data: ByteStream,
+        size: u64,
+    ) -> Result<String> {
+        let _ = (path, upload_id, number, data, size);
+        Err(multipart_unsupported())
+    }
+
+    /// Completes the upload `upload_id` of `path` from `parts` (in ascending number order):
+    /// the object appears at `path` whole, and parts not listed are discarded.
+    async fn multipart_complete(
+        &self,
+        path: &str,
+        upload_id: &str,
+        parts: &[MultipartPart],
+    ) -> Result<()> {
+        let _ = (path, upload_id, parts);
+        Err(multipart_unsupported())
+    }
+
+    /// Aborts the upload `upload_id` of `path` and frees its parts; an upload that is gone
+    /// already is not an error.
+    async fn multipart_abort(&self, path: &str, upload_id: &str) -> Result<()> {
+        let _ = (path, upload_id);
+        Err(multipart_unsupported())
+    }
+
+    /// The multipart uploads in progress for objects under `prefix`. Backends (or servers)
+    /// that cannot list them answer [`ErrorKind::Unsupported`].
+    async fn multipart_list(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
+        let _ = prefix;
+        Err(multipart_unsupported())
     }
 
     /// A URL from which a client can read the object for `expires`.

@@ -240,7 +240,8 @@ impl Quay {
             .proxy_storage(config.proxy_storage)
             .presign_expiry(Duration::from_secs(config.presign_expiry_secs))
             .max_uploads_per_repository(config.max_uploads_per_repository)
-            .durability(config.durability);
+            .durability(config.durability)
+            .upload_part_buffers(config.upload_part_buffers);
         for (id, driver) in &config.locations {
             info!(location = %id, driver = ?driver, "storage location");
             builder = builder.location(id.clone(), build_location(id, driver)?);

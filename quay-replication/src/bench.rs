@@ -296,7 +296,11 @@ impl Scratch {
 #[async_trait]
 impl StorageEngine for Scratch {
     fn capabilities(&self) -> StorageCapabilities {
-        self.inner.capabilities()
+        // The benchmark copies whole blobs: multipart uploads are not forwarded.
+        StorageCapabilities {
+            multipart: false,
+            ..self.inner.capabilities()
+        }
     }
     async fn stat(&self, path: &str) -> Result<ObjectMeta> {
         self.inner.stat(&self.path(path)).await

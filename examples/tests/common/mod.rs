@@ -625,8 +625,14 @@ pub fn skopeo(work: &Path, args: &[&str]) -> Output {
 /// the storage server the redirect pointed at once it returned the right bytes, `Ok(0)` when
 /// the registry streamed the right bytes itself, else `Err` with what went wrong.
 pub fn fetch_blob(addr: SocketAddr, repo: &str, digest: &str) -> Result<u16, String> {
-    let resp = http_request(addr, "GET", &format!("/v2/{repo}/blobs/{digest}"), &[], None)
-        .map_err(|e| format!("GET {digest}: {e}"))?;
+    let resp = http_request(
+        addr,
+        "GET",
+        &format!("/v2/{repo}/blobs/{digest}"),
+        &[],
+        None,
+    )
+    .map_err(|e| format!("GET {digest}: {e}"))?;
     match resp.status {
         200 if sha256_digest(&resp.body) == digest => Ok(0),
         200 => Err(format!("GET {digest} streamed bytes of another digest")),

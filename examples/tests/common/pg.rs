@@ -129,7 +129,13 @@ impl Cluster {
     /// A fast restart: open sessions are terminated, as in a failover.
     /// `restart`.
     pub fn restart(&self) {
-        self.ctl(&["-m", "fast", "-l", self.data.join("log").to_str().unwrap(), "restart"]);
+        self.ctl(&[
+            "-m",
+            "fast",
+            "-l",
+            self.data.join("log").to_str().unwrap(),
+            "restart",
+        ]);
     }
 
     /// `url`.
@@ -146,4 +152,3 @@ impl Drop for Cluster {
         );
     }
 }
-

@@ -100,7 +100,6 @@ impl Drop for S3Process {
     }
 }
 
-
 /// The `DISTRIBUTED_STORAGE_CONFIG` entry (two list items, indented for a location key) of
 /// an S3-family location on the test server at `port`.
 pub fn location_yaml(port: u16) -> String {
@@ -109,4 +108,3 @@ pub fn location_yaml(port: u16) -> String {
          bucket_name: {BUCKET}\n      storage_path: /quaydata\n      endpoint_url: http://127.0.0.1:{port}\n"
     )
 }
-

@@ -97,6 +97,9 @@ pub struct QuayConfig {
     pub presign_expiry_secs: u64,
     /// `QUAY_MAX_UPLOADS_PER_REPOSITORY`: open upload sessions one repository may have (100).
     pub max_uploads_per_repository: u64,
+    /// `QUAY_UPLOAD_PART_BUFFERS`: part buffers (8 MiB each) that chunked uploads into S3
+    /// multipart uploads may hold at once in one process (8); a chunk waits for a free one.
+    pub upload_part_buffers: usize,
     /// `QUAY_CLIENT_BODY_TIMEOUT_SECS`: the longest wait for the next bytes of a request body
     /// (30); a client that stalls longer gets `408` and its upload step is undone.
     pub client_body_timeout_secs: u64,
@@ -399,6 +402,8 @@ struct RawConfig {
     #[serde(default)]
     QUAY_MAX_UPLOADS_PER_REPOSITORY: Option<u64>,
     #[serde(default)]
+    QUAY_UPLOAD_PART_BUFFERS: Option<usize>,
+    #[serde(default)]
     QUAY_CLIENT_BODY_TIMEOUT_SECS: Option<u64>,
     #[serde(default)]
     QUAY_CLIENT_BODY_MIN_BYTES_PER_SEC: Option<u64>,
@@ -612,6 +617,9 @@ impl QuayConfig {
         if raw.QUAY_MAX_UPLOADS_PER_REPOSITORY == Some(0) {
             problems.push("QUAY_MAX_UPLOADS_PER_REPOSITORY", "must be at least 1");
         }
+        if raw.QUAY_UPLOAD_PART_BUFFERS == Some(0) {
+            problems.push("QUAY_UPLOAD_PART_BUFFERS", "must be at least 1");
+        }
         if raw.QUAY_CLIENT_BODY_TIMEOUT_SECS == Some(0) {
             problems.push("QUAY_CLIENT_BODY_TIMEOUT_SECS", "must be at least 1");
         }
@@ -720,6 +728,9 @@ impl QuayConfig {
             preferred_url_scheme: raw.PREFERRED_URL_SCHEME,
             presign_expiry_secs: raw.QUAY_PRESIGN_EXPIRY_SECS.unwrap_or(600),
             max_uploads_per_repository: raw.QUAY_MAX_UPLOADS_PER_REPOSITORY.unwrap_or(100),
+            upload_part_buffers: raw
+                .QUAY_UPLOAD_PART_BUFFERS
+                .unwrap_or(crate::registry::DEFAULT_UPLOAD_PART_BUFFERS),
             client_body_timeout_secs: raw.QUAY_CLIENT_BODY_TIMEOUT_SECS.unwrap_or(30),
             client_body_min_bytes_per_sec: raw.QUAY_CLIENT_BODY_MIN_BYTES_PER_SEC.unwrap_or(1024),
             gc,

@@ -122,6 +122,13 @@ impl RegistryBuilder {
         self
     }
 
+    /// How many part buffers chunked uploads into multipart uploads may hold at once
+    /// ([`RegistryConfig::upload_part_buffers`]).
+    pub fn upload_part_buffers(mut self, count: usize) -> Self {
+        self.config.upload_part_buffers = count.max(1);
+        self
+    }
+
     /// Runs replication on `queue` (Redis, say) instead of the metadata store's outbox; a
     /// relay in the background runner then moves the outbox's jobs there.
     pub fn queue(mut self, queue: Arc<dyn JobQueue>) -> Self {
@@ -180,6 +187,7 @@ impl RegistryBuilder {
             (None, None) => None,
         };
         let health = Arc::new(HealthTracker::new(config.breaker.clone()));
+        let chunked_buffers = super::chunked::PartBuffers::new(config.upload_part_buffers);
         let mut layers = self.layers;
         layers.push(Arc::new(HealthLayer::new(health.clone())));
         let locations = self
@@ -199,6 +207,7 @@ impl RegistryBuilder {
                 queue,
                 outbox,
                 drained: Default::default(),
+                part_buffers: chunked_buffers,
             }),
         })
     }

@@ -297,6 +297,14 @@ impl Registry {
                 }
             }
         }
+        // Multipart uploads no session owns (a crash between starting one and saving it) are
+        // the orphans of chunked uploads: aborted here too, where the server can list them.
+        if !dry_run {
+            let aborted = self.sweep_multipart_uploads(&storage, before).await?;
+            if aborted > 0 {
+                debug!(%location, aborted, "orphan multipart uploads aborted");
+            }
+        }
         Ok(removed)
     }
 }

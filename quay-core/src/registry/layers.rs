@@ -35,7 +35,10 @@ use futures::{Stream, StreamExt};
 use crate::error::Result;
 use crate::health::HealthTracker;
 use crate::names::LocationId;
-use crate::storage::{ByteStream, EntryStream, ObjectMeta, StorageCapabilities, StorageEngine};
+use crate::storage::{
+    ByteStream, EntryStream, MultipartPart, MultipartUpload, ObjectMeta, StorageCapabilities,
+    StorageEngine,
+};
 
 /// Where a layer sits around a location's backend; see the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -111,10 +114,10 @@ impl HealthAccounted {
     }
 
     /// Runs a write whose input is watched: when the input failed, nothing is recorded.
-    async fn write_watched<F, Fut>(&self, data: ByteStream, write: F) -> Result<u64>
+    async fn write_watched<T, F, Fut>(&self, data: ByteStream, write: F) -> Result<T>
     where
         F: FnOnce(ByteStream) -> Fut,
-        Fut: std::future::Future<Output = Result<u64>>,
+        Fut: std::future::Future<Output = Result<T>>,
     {
         let failed = Arc::new(AtomicBool::new(false));
         let watched: ByteStream = Box::pin(InputFailure {
@@ -194,6 +197,53 @@ impl StorageEngine for HealthAccounted {
     async fn delete(&self, path: &str) -> Result<()> {
         let r = self.inner.delete(path).await;
         self.observe(&r);
+        r
+    }
+
+    async fn multipart_start(&self, path: &str) -> Result<String> {
+        let r = self.inner.multipart_start(path).await;
+        self.observe(&r);
+        r
+    }
+
+    async fn multipart_put_part(
+        &self,
+        path: &str,
+        upload_id: &str,
+        number: u32,
+        data: ByteStream,
+        size: u64,
+    ) -> Result<String> {
+        self.write_watched(data, |d| {
+            self.inner
+                .multipart_put_part(path, upload_id, number, d, size)
+        })
+        .await
+    }
+
+    async fn multipart_complete(
+        &self,
+        path: &str,
+        upload_id: &str,
+        parts: &[MultipartPart],
+    ) -> Result<()> {
+        let r = self.inner.multipart_complete(path, upload_id, parts).await;
+        self.observe(&r);
+        r
+    }
+
+    async fn multipart_abort(&self, path: &str, upload_id: &str) -> Result<()> {
+        let r = self.inner.multipart_abort(path, upload_id).await;
+        self.observe(&r);
+        r
+    }
+
+    async fn multipart_list(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
+        let r = self.inner.multipart_list(prefix).await;
+        // A server that cannot list uploads is alive all the same.
+        if !matches!(&r, Err(e) if e.kind() == crate::error::ErrorKind::Unsupported) {
+            self.observe(&r);
+        }
         r
     }
 

@@ -5,12 +5,14 @@
 
 mod blobs;
 mod builder;
+mod chunked;
 pub mod copy;
 mod durable;
 mod gc;
 mod image;
 pub mod layers;
 mod manifests;
+mod monolithic;
 mod repair;
 mod replicate;
 pub mod route;
@@ -31,6 +33,7 @@ use crate::storage::StorageEngine;
 
 pub use blobs::{BlobBody, BlobRead};
 pub use builder::RegistryBuilder;
+pub use chunked::{DEFAULT_UPLOAD_PART_BUFFERS, MULTIPART_PART_SIZE};
 pub use durable::Durability;
 pub use gc::{GcPolicy, GcReport, Removed};
 pub use image::{ImageStatus, LocationImageStatus, MissingBlob};
@@ -66,6 +69,10 @@ pub struct RegistryConfig {
     /// Push-time durability (`QUAY_REPLICATION_DURABILITY`): how many default locations must
     /// hold a blob before its push (or mount) is acknowledged. Needs `replication`.
     pub durability: Durability,
+    /// How many part buffers ([`MULTIPART_PART_SIZE`] bytes each) chunked uploads into a
+    /// location's multipart upload may hold at once in this process; a chunk waits for a free
+    /// one (`QUAY_UPLOAD_PART_BUFFERS`, default [`DEFAULT_UPLOAD_PART_BUFFERS`]).
+    pub upload_part_buffers: usize,
 }
 
 impl RegistryConfig {
@@ -80,6 +87,7 @@ impl RegistryConfig {
             breaker: BreakerConfig::default(),
             max_uploads_per_repository: None,
             durability: Durability::Async,
+            upload_part_buffers: DEFAULT_UPLOAD_PART_BUFFERS,
         }
     }
 }
@@ -102,6 +110,8 @@ struct Inner {
     outbox: Option<Arc<dyn JobQueue>>,
     /// Locations drained by an operator, as last read from the metadata store.
     drained: std::sync::RwLock<std::collections::BTreeSet<LocationId>>,
+    /// The process's part buffers of chunked uploads into multipart uploads.
+    part_buffers: chunked::PartBuffers,
 }
 
 impl fmt::Debug for Registry {

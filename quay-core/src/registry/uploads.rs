@@ -140,6 +140,11 @@ impl Registry {
             }
         }
         let storage = self.location(&rec.location)?.clone();
+        if let Some(state) = self.chunk_multipart_state(&rec, &storage).await? {
+            return self
+                .append_multipart(&rec, state, &storage, range, body)
+                .await;
+        }
         let path = format!(
             "uploads/{}/{:020}-{}",
             rec.id,
@@ -206,7 +211,6 @@ impl Registry {
     /// moves the blob to its content-addressed path and commits blob, placement and link in
     /// one transaction. On a digest mismatch nothing is recorded, the session and its parts are
     /// removed, and the error is [`ErrorKind::DigestInvalid`].
-    #[instrument(skip(self, last_chunk), fields(repository = %repository, upload = %id, digest = %digest))]
     pub async fn finish_upload(
         &self,
         repository: &RepositoryName,
@@ -214,11 +218,55 @@ impl Registry {
         digest: &Digest,
         last_chunk: Option<ByteStream>,
     ) -> Result<Digest> {
+        self.finish_upload_sized(repository, id, digest, last_chunk, None)
+            .await
+    }
+
+    /// [`Registry::finish_upload`] with the length of `last_chunk` when the caller knows it
+    /// (`Content-Length`). A session that received nothing before its last chunk is a
+    /// monolithic upload: the chunk is written once, straight to the blob's content-addressed
+    /// path (see [`Registry::put_blob_sized`]), with no upload part and nothing to move.
+    #[instrument(skip(self, last_chunk), fields(repository = %repository, upload = %id, digest = %digest))]
+    pub async fn finish_upload_sized(
+        &self,
+        repository: &RepositoryName,
+        id: &str,
+        digest: &Digest,
+        last_chunk: Option<ByteStream>,
+        last_chunk_size: Option<u64>,
+    ) -> Result<Digest> {
         if let Some(chunk) = last_chunk {
+            let rec = self.session(repository, id).await?;
+            if rec.size == 0 && rec.parts.is_empty() {
+                let outcome = self
+                    .write_whole_blob(
+                        repository,
+                        digest,
+                        &rec.location,
+                        Some(rec.id.clone()),
+                        chunk,
+                        last_chunk_size,
+                    )
+                    .await;
+                if let Err(e) = &outcome {
+                    if e.kind() == ErrorKind::DigestInvalid {
+                        if let Ok(storage) = self.location(&rec.location) {
+                            self.discard_session(&rec, &storage.clone()).await;
+                        }
+                    }
+                }
+                return outcome;
+            }
             self.upload_chunk(repository, id, None, chunk).await?;
         }
         let rec = self.session(repository, id).await?;
         let storage = self.location(&rec.location)?.clone();
+        if let Some(done) = self
+            .finish_multipart(repository, &rec, &storage, digest)
+            .await?
+        {
+            return Ok(done);
+        }
         let mut parts = rec.parts.clone();
         parts.sort_by_key(|p| p.offset);
         let mut expected = 0;
@@ -337,21 +385,15 @@ impl Registry {
         Ok(digest.clone())
     }
 
-    /// Pushes a whole blob in one call (`POST ?digest=` with a body).
+    /// Pushes a whole blob in one call (`POST ?digest=` with a body) of unknown length: see
+    /// [`Registry::put_blob_sized`].
     pub async fn put_blob(
         &self,
         repository: &RepositoryName,
         digest: &Digest,
         body: ByteStream,
     ) -> Result<Digest> {
-        let session = self.start_upload(repository).await?;
-        let result = self
-            .finish_upload(repository, &session.id, digest, Some(body))
-            .await;
-        if result.is_err() {
-            let _ = self.cancel_upload(repository, &session.id).await;
-        }
-        result
+        self.put_blob_sized(repository, digest, body, None).await
     }
 
     /// Cancels a session and removes its parts.
@@ -362,11 +404,33 @@ impl Registry {
         Ok(())
     }
 
-    async fn discard_session(&self, rec: &UploadRecord, storage: &Arc<dyn StorageEngine>) {
+    pub(super) async fn discard_session(
+        &self,
+        rec: &UploadRecord,
+        storage: &Arc<dyn StorageEngine>,
+    ) {
+        let multipart =
+            if storage.capabilities().multipart && self.inner.metadata.keeps_multipart_state() {
+                self.inner
+                    .metadata
+                    .get_upload_multipart(&rec.id)
+                    .await
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
         if let Err(e) = self.inner.metadata.delete_upload(&rec.id).await {
             warn!(upload = %rec.id, error = %e, "could not delete upload session");
         }
-        remove_session_data(storage, &rec.id, &rec.location).await;
+        if let Some(saved) = &multipart {
+            self.abort_multipart(&rec.id, saved, storage).await;
+        }
+        // A session that stored nothing (no part, no multipart data) has no data to remove;
+        // leftovers of a write cut off are found by the sweep of upload folders.
+        if !rec.parts.is_empty() || multipart.is_some() {
+            remove_session_data(storage, &rec.id, &rec.location).await;
+        }
     }
 
     /// Removes upload sessions idle since before `before_ms` with everything they stored, then
@@ -451,6 +515,7 @@ impl Registry {
                 Ok(_) => {}
             }
         }
+        removed_sessions += self.sweep_multipart_uploads(storage, before_ms).await?;
         let mut removed_temporary = 0;
         let mut temporary = storage.list_entries(TEMPORARY_PREFIX).await?;
         while let Some(entry) = temporary.next().await {
@@ -461,6 +526,52 @@ impl Registry {
             }
         }
         Ok((removed_sessions, removed_temporary))
+    }
+
+    /// Aborts, in one location, the multipart uploads of sessions that have no row any more,
+    /// started before `before_ms` (a crash between starting one and saving its id). Servers
+    /// that cannot list multipart uploads are skipped: their leftovers need the bucket's own
+    /// rule (S3's `AbortIncompleteMultipartUpload` lifecycle rule).
+    pub(super) async fn sweep_multipart_uploads(
+        &self,
+        storage: &Arc<dyn StorageEngine>,
+        before_ms: i64,
+    ) -> Result<u64> {
+        if !storage.capabilities().multipart {
+            return Ok(0);
+        }
+        let uploads = match storage.multipart_list(UPLOADS_PREFIX).await {
+            Ok(uploads) => uploads,
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                debug!(error = %e, "multipart uploads cannot be listed here");
+                return Ok(0);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut aborted = 0;
+        for upload in uploads {
+            if upload.initiated.is_none_or(|t| t >= before_ms) {
+                continue;
+            }
+            let Some(id) = upload
+                .path
+                .strip_prefix(UPLOADS_PREFIX)
+                .and_then(|rest| rest.split('/').next())
+            else {
+                continue;
+            };
+            match self.inner.metadata.get_upload(id).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    storage
+                        .multipart_abort(&upload.path, &upload.upload_id)
+                        .await?;
+                    aborted += 1;
+                }
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+        }
+        Ok(aborted)
     }
 
     /// Links a blob that `from` holds into `repository` (cross-repository mount). Returns false
@@ -500,7 +611,11 @@ async fn drain(mut stream: ByteStream) -> Result<()> {
 }
 
 /// Moves an object inside one location: rename, else server-side copy, else a streamed copy.
-async fn move_object(storage: &Arc<dyn StorageEngine>, from: &str, to: &str) -> Result<()> {
+pub(super) async fn move_object(
+    storage: &Arc<dyn StorageEngine>,
+    from: &str,
+    to: &str,
+) -> Result<()> {
     let caps = storage.capabilities();
     if caps.rename {
         return storage.rename(from, to).await;
@@ -513,13 +628,21 @@ async fn move_object(storage: &Arc<dyn StorageEngine>, from: &str, to: &str) -> 
 }
 
 /// Removes everything an upload session stored: its parts, an assembled object, and the folder.
-async fn remove_session_data(storage: &Arc<dyn StorageEngine>, id: &str, location: &LocationId) {
+pub(super) async fn remove_session_data(
+    storage: &Arc<dyn StorageEngine>,
+    id: &str,
+    location: &LocationId,
+) {
     if let Err(e) = storage.delete_all(&format!("{UPLOADS_PREFIX}{id}/")).await {
         warn!(%location, upload = %id, error = %e, "could not remove an upload's data");
     }
 }
 
-async fn remove_quietly(storage: &Arc<dyn StorageEngine>, path: &str, location: &LocationId) {
+pub(super) async fn remove_quietly(
+    storage: &Arc<dyn StorageEngine>,
+    path: &str,
+    location: &LocationId,
+) {
     if let Err(e) = storage.delete(path).await {
         warn!(%location, path, error = %e, "could not remove a temporary upload object");
     }

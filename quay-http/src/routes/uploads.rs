@@ -36,6 +36,17 @@ where
     }
 }
 
+/// The body's length, when `Content-Length` declares it (and no transfer coding overrides it).
+fn body_length(headers: &HeaderMap) -> Option<u64> {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return None;
+    }
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 /// Whether the request declares an empty body.
 fn body_is_empty(headers: &HeaderMap) -> bool {
     let length = headers
@@ -91,14 +102,18 @@ pub(crate) async fn start(
     }
     if let Some(digest) = &params.digest {
         let digest = parse_digest(digest)?;
-        let stream: ByteStream = if body_is_empty(headers) {
-            Box::pin(futures::stream::empty())
+        let (stream, size): (ByteStream, _) = if body_is_empty(headers) {
+            (Box::pin(futures::stream::empty()), Some(0))
         } else {
-            body_stream(state, body)
+            (body_stream(state, body), body_length(headers))
         };
         let (registry, target) = (state.registry.clone(), repo.clone());
-        let digest =
-            detached(async move { registry.put_blob(&target, &digest, stream).await }).await?;
+        let digest = detached(async move {
+            registry
+                .put_blob_sized(&target, &digest, stream, size)
+                .await
+        })
+        .await?;
         return Ok(created(&repo, &digest));
     }
     let status = state.registry.start_upload(&repo).await?;
@@ -181,10 +196,11 @@ pub(crate) async fn put(
     } else {
         Some(body_stream(state, body))
     };
+    let size = body_length(headers);
     let (registry, target, session) = (state.registry.clone(), repo.clone(), id.to_owned());
     let digest = detached(async move {
         registry
-            .finish_upload(&target, &session, &digest, last)
+            .finish_upload_sized(&target, &session, &digest, last, size)
             .await
     })
     .await?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use quay_core::registry::{LayerOrder, StorageLayer};
+use quay_core::storage::{MultipartPart, MultipartUpload};
 use quay_core::{
     ByteStream, EntryStream, Error, ErrorKind, LocationId, ObjectMeta, Result, StorageCapabilities,
     StorageEngine,
@@ -164,6 +165,40 @@ impl StorageEngine for FaultyStorage {
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
         self.gate().await?;
         self.inner.rename(from, to).await
+    }
+    async fn multipart_start(&self, path: &str) -> Result<String> {
+        self.gate().await?;
+        self.inner.multipart_start(path).await
+    }
+    async fn multipart_put_part(
+        &self,
+        path: &str,
+        upload_id: &str,
+        number: u32,
+        data: ByteStream,
+        size: u64,
+    ) -> Result<String> {
+        self.gate().await?;
+        self.inner
+            .multipart_put_part(path, upload_id, number, data, size)
+            .await
+    }
+    async fn multipart_complete(
+        &self,
+        path: &str,
+        upload_id: &str,
+        parts: &[MultipartPart],
+    ) -> Result<()> {
+        self.gate().await?;
+        self.inner.multipart_complete(path, upload_id, parts).await
+    }
+    async fn multipart_abort(&self, path: &str, upload_id: &str) -> Result<()> {
+        self.gate().await?;
+        self.inner.multipart_abort(path, upload_id).await
+    }
+    async fn multipart_list(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
+        self.gate().await?;
+        self.inner.multipart_list(prefix).await
     }
     async fn presign_read(&self, path: &str, expires: Duration) -> Result<String> {
         self.gate().await?;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use quay_core::registry::{LayerOrder, StorageLayer};
+use quay_core::storage::{MultipartPart, MultipartUpload};
 use quay_core::{
     ByteStream, EntryStream, LocationId, ObjectMeta, Result, StorageCapabilities, StorageEngine,
 };
@@ -118,6 +119,51 @@ impl StorageEngine for MeteredStorage {
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
         timed!(self, "rename", self.inner.rename(from, to))
+    }
+
+    async fn multipart_start(&self, path: &str) -> Result<String> {
+        timed!(self, "multipart_start", self.inner.multipart_start(path))
+    }
+
+    async fn multipart_put_part(
+        &self,
+        path: &str,
+        upload_id: &str,
+        number: u32,
+        data: ByteStream,
+        size: u64,
+    ) -> Result<String> {
+        timed!(
+            self,
+            "multipart_part",
+            self.inner
+                .multipart_put_part(path, upload_id, number, data, size)
+        )
+    }
+
+    async fn multipart_complete(
+        &self,
+        path: &str,
+        upload_id: &str,
+        parts: &[MultipartPart],
+    ) -> Result<()> {
+        timed!(
+            self,
+            "multipart_complete",
+            self.inner.multipart_complete(path, upload_id, parts)
+        )
+    }
+
+    async fn multipart_abort(&self, path: &str, upload_id: &str) -> Result<()> {
+        timed!(
+            self,
+            "multipart_abort",
+            self.inner.multipart_abort(path, upload_id)
+        )
+    }
+
+    async fn multipart_list(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
+        timed!(self, "list", self.inner.multipart_list(prefix))
     }
 
     async fn presign_read(&self, path: &str, expires: Duration) -> Result<String> {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 use quay_core::registry::{LayerOrder, StorageLayer};
+use quay_core::storage::{MultipartPart, MultipartUpload};
 use quay_core::{
     ByteStream, EntryStream, Error, ErrorKind, LocationId, ObjectMeta, Result, StorageCapabilities,
     StorageEngine,
@@ -75,10 +76,10 @@ impl TimeoutStorage {
     /// timeout, however long the whole transfer takes. Time spent waiting for the input (a
     /// client that sends slowly, a source that stalls) is not the backend's: the input's own
     /// timeouts deal with it, and it never fails the write as a storage timeout.
-    async fn watched_write<'a, F, Fut>(&'a self, data: ByteStream, write: F) -> Result<u64>
+    async fn watched_write<'a, T, F, Fut>(&'a self, data: ByteStream, write: F) -> Result<T>
     where
         F: FnOnce(ByteStream) -> Fut,
-        Fut: std::future::Future<Output = Result<u64>> + 'a,
+        Fut: std::future::Future<Output = Result<T>> + 'a,
     {
         let progress = Arc::new(AtomicU64::new(0));
         let waiting = Arc::new(AtomicBool::new(false));
@@ -180,6 +181,54 @@ impl StorageEngine for TimeoutStorage {
 
     async fn delete(&self, path: &str) -> Result<()> {
         self.bounded("delete", self.inner.delete(path)).await
+    }
+
+    async fn multipart_start(&self, path: &str) -> Result<String> {
+        self.bounded("multipart_start", self.inner.multipart_start(path))
+            .await
+    }
+
+    async fn multipart_put_part(
+        &self,
+        path: &str,
+        upload_id: &str,
+        number: u32,
+        data: ByteStream,
+        size: u64,
+    ) -> Result<String> {
+        self.watched_write(data, |counted| {
+            self.inner
+                .multipart_put_part(path, upload_id, number, counted, size)
+        })
+        .await
+    }
+
+    async fn multipart_complete(
+        &self,
+        path: &str,
+        upload_id: &str,
+        parts: &[MultipartPart],
+    ) -> Result<()> {
+        // Completion assembles the parts on the server, which may take a while for large
+        // objects: bounded like a write's input, by the operation timeout per request.
+        self.bounded(
+            "multipart_complete",
+            self.inner.multipart_complete(path, upload_id, parts),
+        )
+        .await
+    }
+
+    async fn multipart_abort(&self, path: &str, upload_id: &str) -> Result<()> {
+        self.bounded(
+            "multipart_abort",
+            self.inner.multipart_abort(path, upload_id),
+        )
+        .await
+    }
+
+    async fn multipart_list(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
+        self.bounded("list", self.inner.multipart_list(prefix))
+            .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {

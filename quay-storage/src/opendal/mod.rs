@@ -5,6 +5,7 @@
 //! `StorageEngine` trait, not code in here.
 
 mod error;
+mod multipart;
 mod services;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use opendal::Operator;
+use quay_core::storage::{MultipartPart, MultipartUpload};
 use quay_core::{
     ByteStream, EntryStream, Error, ErrorKind, ObjectEntry, ObjectMeta, Result,
     StorageCapabilities, StorageEngine,
@@ -48,6 +50,8 @@ pub struct OpendalStorage {
     presign: bool,
     /// The client of streamed single `PUT`s (S3 only).
     single_put: Option<reqwest::Client>,
+    /// The client of native multipart uploads (S3, path-style, only).
+    multipart: Option<multipart::S3Multipart>,
 }
 
 impl fmt::Debug for OpendalStorage {
@@ -72,6 +76,7 @@ impl OpendalStorage {
             chunked_writes: caps.write_can_multi && scheme != "fs",
             presign: caps.presign_read,
             single_put,
+            multipart: None,
             op,
             name: name.into(),
         }
@@ -119,6 +124,15 @@ impl OpendalStorage {
         &self.op
     }
 
+    fn multipart_client(&self) -> Result<&multipart::S3Multipart> {
+        self.multipart.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                "multipart uploads are not supported",
+            )
+        })
+    }
+
     fn err(&self, e: opendal::Error, operation: &'static str, path: &str) -> Error {
         error::map(e, &self.name, operation, path)
     }
@@ -132,6 +146,7 @@ impl StorageEngine for OpendalStorage {
             presign: self.presign,
             copy: caps.copy,
             rename: caps.rename,
+            multipart: self.multipart.is_some(),
         }
     }
 
@@ -307,6 +322,43 @@ impl StorageEngine for OpendalStorage {
             .rename(from, to)
             .await
             .map_err(|e| self.err(e, "rename", from))
+    }
+
+    async fn multipart_start(&self, path: &str) -> Result<String> {
+        self.multipart_client()?.start(path).await
+    }
+
+    async fn multipart_put_part(
+        &self,
+        path: &str,
+        upload_id: &str,
+        number: u32,
+        data: ByteStream,
+        size: u64,
+    ) -> Result<String> {
+        let data = exact_length(data, size, path);
+        self.multipart_client()?
+            .put_part(path, upload_id, number, data, size)
+            .await
+    }
+
+    async fn multipart_complete(
+        &self,
+        path: &str,
+        upload_id: &str,
+        parts: &[MultipartPart],
+    ) -> Result<()> {
+        self.multipart_client()?
+            .complete(path, upload_id, parts)
+            .await
+    }
+
+    async fn multipart_abort(&self, path: &str, upload_id: &str) -> Result<()> {
+        self.multipart_client()?.abort(path, upload_id).await
+    }
+
+    async fn multipart_list(&self, prefix: &str) -> Result<Vec<MultipartUpload>> {
+        self.multipart_client()?.list(prefix).await
     }
 
     async fn presign_read(&self, path: &str, expires: Duration) -> Result<String> {

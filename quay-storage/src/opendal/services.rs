@@ -11,7 +11,7 @@ use opendal::{HttpTransporter, OperationContext, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
 use quay_core::{Error, ErrorKind, Result};
 
-use super::{error, OpendalStorage};
+use super::{error, multipart, OpendalStorage};
 use quay_core::config::{AzureCredential, AzureSettings, S3Settings, SwiftSettings};
 
 /// Idle connections are closed before servers close them: Node.js servers (Azurite) do after
@@ -64,7 +64,10 @@ impl OpendalStorage {
         }
         let op = Operator::new(builder)
             .map_err(|e| error::map(e, &name, "configure", &settings.bucket))?;
-        Ok(Self::new(with_http(op, &name)?, name))
+        let multipart = multipart::S3Multipart::new(settings, &name);
+        let mut storage = Self::new(with_http(op, &name)?, name);
+        storage.multipart = multipart;
+        Ok(storage)
     }
 
     /// A container of Azure Blob Storage (or Azurite). Presigned reads are not offered: the

@@ -42,6 +42,11 @@ const MIGRATIONS: &[Migration] = &[
         statements: replication_jobs,
     },
     Migration {
+        version: 3,
+        name: "multipart state of upload sessions",
+        statements: upload_multipart,
+    },
+    Migration {
         version: 4,
         name: "worker heartbeats",
         statements: worker_heartbeats,
@@ -487,4 +492,11 @@ fn webhook_deliveries(backend: DbBackend) -> Vec<String> {
             .to_owned(),
     ]
     .into()
+}
+
+/// Version 3: the saved state of a chunked upload that streams into the location's native
+/// multipart upload (upload id, part ETags, the hash so far, the unsent tail), so that the
+/// chunks of one upload may reach different instances.
+fn upload_multipart(_backend: DbBackend) -> Vec<String> {
+    vec!["ALTER TABLE uploads ADD COLUMN multipart TEXT NULL".to_owned()]
 }

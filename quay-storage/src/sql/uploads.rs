@@ -38,6 +38,7 @@ impl UploadStore for SqlMetadataStore {
                 size: Set(0),
                 created_at: Set(now),
                 updated_at: Set(now),
+                multipart: Set(None),
             })
             // The id is new, so a conflict is only this operation's own earlier run, whose
             // acknowledgement was lost: replays stay harmless.
@@ -115,14 +116,13 @@ impl UploadStore for SqlMetadataStore {
                 // only its acknowledgement was lost (see `sql/retry.rs`). The part's path is
                 // unique to the PATCH that wrote it, so no other request can match.
                 let applied = match &row {
-                    Some(r) if r.size == new_size_db => upload_part::Entity::find_by_id((
-                        id.to_owned(),
-                        expected,
-                    ))
-                    .one(&txn)
-                    .await
-                    .map_err(err)?
-                    .is_some_and(|p| p.path == part.path),
+                    Some(r) if r.size == new_size_db => {
+                        upload_part::Entity::find_by_id((id.to_owned(), expected))
+                            .one(&txn)
+                            .await
+                            .map_err(err)?
+                            .is_some_and(|p| p.path == part.path)
+                    }
                     _ => false,
                 };
                 rollback(txn, op).await?;
@@ -154,6 +154,63 @@ impl UploadStore for SqlMetadataStore {
             Ok(new_size)
         })
         .await
+    }
+
+    fn keeps_multipart_state(&self) -> bool {
+        true
+    }
+
+    async fn get_upload_multipart(&self, id: &str) -> Result<Option<String>> {
+        let op = "get_upload_multipart";
+        let row = upload::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(|e| db_error(op, e).with_context("upload", id))?;
+        match row {
+            Some(row) => Ok(row.multipart),
+            None => Err(upload_unknown(id)),
+        }
+    }
+
+    async fn set_upload_multipart(
+        &self,
+        id: &str,
+        expected_size: u64,
+        new_size: u64,
+        state: &str,
+    ) -> Result<()> {
+        let op = "set_upload_multipart";
+        let (expected, new_size) = (
+            to_db("upload size", expected_size)?,
+            to_db("upload size", new_size)?,
+        );
+        let err = |e: DbErr| db_error(op, e).with_context("upload", id);
+        let updated = upload::Entity::update_many()
+            .col_expr(upload::Column::Size, Expr::value(new_size))
+            .col_expr(upload::Column::Multipart, Expr::value(state.to_owned()))
+            .col_expr(upload::Column::UpdatedAt, Expr::value(now_ms()))
+            .filter(upload::Column::Id.eq(id))
+            .filter(upload::Column::Size.eq(expected))
+            .exec(&self.db)
+            .await
+            .map_err(err)?;
+        if updated.rows_affected == 1 {
+            return Ok(());
+        }
+        let exists = upload::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(err)?
+            .is_some();
+        Err(if exists {
+            Error::new(
+                ErrorKind::Conflict,
+                format!("upload session no longer holds {expected_size} bytes"),
+            )
+            .with_context("upload", id)
+        } else {
+            upload_unknown(id)
+        })
     }
 
     async fn delete_upload(&self, id: &str) -> Result<()> {

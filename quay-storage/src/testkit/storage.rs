@@ -284,6 +284,7 @@ macro_rules! __storage_cases {
             dropped_write_leaves_nothing_behind
             list_entries_gives_the_objects_with_their_sizes
             delete_all_removes_everything_under_a_prefix
+            multipart_upload_assembles_its_parts
             copy_duplicates_content
             copy_of_missing_object_is_not_found
             rename_moves_content
@@ -893,6 +894,63 @@ pub async fn copy_duplicates_content(cx: &Case<'_>) -> Result<()> {
     assert_eq!(cx.get(&to, None).await?, data, "content of the copy");
     assert_eq!(cx.get(&from, None).await?, data, "source after copy");
     cx.remove(&[&from, &to]).await
+}
+
+/// Where declared, a multipart upload shows nothing until it completes, then the parts in
+/// number order (parts not listed are dropped); an aborted one leaves nothing. Otherwise every
+/// multipart operation answers `Unsupported`.
+pub async fn multipart_upload_assembles_its_parts(cx: &Case<'_>) -> Result<()> {
+    let to = cx.path("multipart/object");
+    if !cx.engine.capabilities().multipart {
+        assert_kind(
+            cx.engine.multipart_start(&to).await,
+            ErrorKind::Unsupported,
+            "multipart on an engine that does not declare it",
+        );
+        return Ok(());
+    }
+    let min = quay_core::storage::MULTIPART_MIN_PART as usize;
+    let (a, b, c) = (content(31, min), content(32, 1000), content(33, 1234));
+    let id = cx.engine.multipart_start(&to).await?;
+    let mut parts = Vec::new();
+    for (number, data) in [(1u32, &a), (2, &b)] {
+        let etag = cx
+            .engine
+            .multipart_put_part(&to, &id, number, chunks([data.clone()]), data.len() as u64)
+            .await?;
+        parts.push(quay_core::storage::MultipartPart {
+            number,
+            etag,
+            size: data.len() as u64,
+        });
+    }
+    // A part that completion does not list.
+    cx.engine
+        .multipart_put_part(&to, &id, 3, chunks([c.clone()]), c.len() as u64)
+        .await?;
+    assert_kind(
+        cx.engine.stat(&to).await,
+        ErrorKind::NotFound,
+        "stat of an object whose multipart upload is not complete",
+    );
+    cx.engine.multipart_complete(&to, &id, &parts).await?;
+    let mut whole = a.clone();
+    whole.extend_from_slice(&b);
+    assert_eq!(cx.get(&to, None).await?, whole, "the completed object");
+
+    let aborted = cx.path("multipart/aborted");
+    let id = cx.engine.multipart_start(&aborted).await?;
+    cx.engine
+        .multipart_put_part(&aborted, &id, 1, chunks([b.clone()]), b.len() as u64)
+        .await?;
+    cx.engine.multipart_abort(&aborted, &id).await?;
+    cx.engine.multipart_abort(&aborted, &id).await?;
+    assert_kind(
+        cx.engine.stat(&aborted).await,
+        ErrorKind::NotFound,
+        "stat of an aborted upload's object",
+    );
+    cx.remove(&[&to]).await
 }
 
 /// Where declared, `copy` of a missing object fails with `NotFound` and creates nothing;

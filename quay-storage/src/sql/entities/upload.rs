@@ -1,4 +1,5 @@
-//! `uploads`: open upload sessions; `size` is the compare-and-set guard of chunk appends.
+//! `uploads`: open upload sessions; `size` is the compare-and-set guard of chunk appends and
+//! of multipart state updates.
 
 use sea_orm::entity::prelude::*;
 
@@ -12,6 +13,9 @@ pub struct Model {
     pub size: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The engine's saved state of a chunked upload streaming into a native multipart upload
+    /// (migration 3); `None` for sessions that store each chunk as an object.
+    pub multipart: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

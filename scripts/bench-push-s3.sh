@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Push throughput on S3: the same blobs pushed through a release quay-server whose location is
+# S3 (an s3s-fs server on loopback: the `s3-test-server` binary), next to, in the same run,
+# `rclone copy --transfers 8` of the same files to the same S3 server, and to the same pushes
+# through quay-server on local files (the embedded default; for small blobs this is the
+# client's own limit). Prints MB/s for 64 MiB blobs, blobs/s for 64 KiB blobs, the ratios, and
+# quay-server's peak RSS (VmHWM) on S3.
+#
+# Pushes are monolithic (`POST ?digest=` with the body, as `curl -T`), 8 at a time, by one
+# curl process (`--parallel --parallel-max 8`, kept-alive connections), with FEATURE_PROXY_STORAGE.
+# Uses Debian's rclone (`apt-get install rclone` when missing; 1.60 speaks S3 to s3s-fs).
+#
+#   scripts/bench-push-s3.sh            # 1000 x 64 KiB and 8 x 64 MiB, 8 clients
+#   SMALL=300 LARGE=8 CLIENTS=8 scripts/bench-push-s3.sh
+#
+# Notes on the S3 server: s3s-fs writes each object to a temporary file and renames it, without
+# fsync; it serves everything from one process on the same 2 cores as quay-server, curl and
+# rclone. Figures are of this machine, this run: compare the ratios, not the absolutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SMALL="${SMALL:-1000}"
+LARGE="${LARGE:-8}"
+CLIENTS="${CLIENTS:-8}"
+TARGET="${CARGO_TARGET_DIR:-target}"
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+log() { printf '==> %s\n' "$*" >&2; }
+
+if ! command -v rclone >/dev/null 2>&1; then
+    log "rclone is missing: installing Debian's rclone"
+    apt-get install -y -q rclone >/dev/null
+fi
+
+log "building quay-server and s3-test-server (release)"
+cargo build --release -q -p quay-examples --bin quay-server
+cargo build --release -q -p quay-storage --features testkit --bin s3-test-server
+BIN="$TARGET/release"
+
+# The blobs: random bytes, so nothing compresses or deduplicates.
+mkdir -p "$WORK/small" "$WORK/large"
+log "writing $SMALL x 64 KiB and $LARGE x 64 MiB blobs"
+head -c "$((SMALL * 65536))" /dev/urandom | split -b 65536 -a 5 - "$WORK/small/b"
+for i in $(seq 1 "$LARGE"); do head -c $((64 << 20)) /dev/urandom >"$WORK/large/b$i"; done
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "not up: $1" >&2; return 1; }
+now() { date +%s.%N; }
+
+# S3 server.
+ACCESS=bench-access
+SECRET=bench-secret-key
+mkdir -p "$WORK/s3"
+"$BIN/s3-test-server" --dir "$WORK/s3" --access-key "$ACCESS" --secret-key "$SECRET" \
+    --bucket quay --bucket rclone >"$WORK/s3.out" 2>"$WORK/s3.err" &
+PIDS+=($!)
+for _ in $(seq 1 100); do grep -q listening "$WORK/s3.out" 2>/dev/null && break; sleep 0.1; done
+S3="$(awk '/listening on/ {print $3}' "$WORK/s3.out")"
+[ -n "$S3" ] || { cat "$WORK/s3.err"; exit 1; }
+log "S3 server at $S3"
+
+# quay-server on S3.
+S3_PORT="$(free_port)"
+mkdir -p "$WORK/q-s3"
+cat >"$WORK/q-s3/config.yaml" <<EOF
+DB_URI: sqlite://$WORK/q-s3/quay.db?mode=rwc
+FEATURE_PROXY_STORAGE: true
+DISTRIBUTED_STORAGE_CONFIG:
+  s3:
+    - S3Storage
+    - s3_bucket: quay
+      storage_path: /registry
+      s3_access_key: $ACCESS
+      s3_secret_key: $SECRET
+      endpoint_url: $S3
+DISTRIBUTED_STORAGE_PREFERENCE: [s3]
+DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS: [s3]
+EOF
+"$BIN/quay-server" --listen "127.0.0.1:$S3_PORT" --data-dir "$WORK/q-s3" \
+    --config "$WORK/q-s3/config.yaml" >"$WORK/q-s3.log" 2>&1 &
+S3_PID=$!
+PIDS+=("$S3_PID")
+wait_up "http://127.0.0.1:$S3_PORT/v2/"
+
+# quay-server on local files (the embedded default).
+FS_PORT="$(free_port)"
+"$BIN/quay-server" --listen "127.0.0.1:$FS_PORT" --data-dir "$WORK/q-fs" >"$WORK/q-fs.log" 2>&1 &
+PIDS+=($!)
+wait_up "http://127.0.0.1:$FS_PORT/v2/"
+
+# One curl config of monolithic pushes of every file in a folder, to one server and repo.
+curl_config() { # dir port repo
+    local f digest
+    for f in "$1"/*; do
+        digest="sha256:$(sha256sum "$f" | cut -d' ' -f1)"
+        printf 'url = "http://127.0.0.1:%s/v2/%s/blobs/uploads/?digest=%s"\n' "$2" "$3" "$digest"
+        printf 'request = "POST"\nupload-file = "%s"\nheader = "Content-Type: application/octet-stream"\n' "$f"
+        printf 'header = "Expect:"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\nnext\n'
+    done
+}
+# Runs a push config with CLIENTS transfers at once; prints seconds; fails unless all got 201.
+push() { # config
+    local t0 t1 codes
+    t0="$(now)"
+    codes="$(curl -s --parallel --parallel-max "$CLIENTS" -K "$1")"
+    t1="$(now)"
+    if [ "$(grep -c '^201$' <<<"$codes")" -ne "$(grep -c '^url' "$1")" ]; then
+        echo "some pushes failed: $(sort <<<"$codes" | uniq -c | tr '\n' ' ')" >&2
+        exit 1
+    fi
+    echo "$t1 - $t0" | bc -l
+}
+rclone_copy() { # dir dest-prefix; prints seconds
+    local t0 t1
+    t0="$(now)"
+    env -u AWS_CA_BUNDLE \
+        RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
+        RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="$ACCESS" RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="$SECRET" \
+        RCLONE_CONFIG_BENCH_ENDPOINT="$S3" RCLONE_CONFIG_BENCH_REGION=us-east-1 \
+        RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true \
+        rclone copy --transfers "$CLIENTS" --s3-no-check-bucket "$1" "bench:rclone/$2"
+    t1="$(now)"
+    echo "$t1 - $t0" | bc -l
+}
+
+curl_config "$WORK/small" "$S3_PORT" bench/small >"$WORK/s3-small.cfg"
+curl_config "$WORK/large" "$S3_PORT" bench/large >"$WORK/s3-large.cfg"
+curl_config "$WORK/small" "$FS_PORT" bench/small >"$WORK/fs-small.cfg"
+curl_config "$WORK/large" "$FS_PORT" bench/large >"$WORK/fs-large.cfg"
+
+hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+IDLE_RSS=$(( $(hwm "$S3_PID") / 1024 ))
+
+log "pushing 64 MiB blobs"
+Q_LARGE="$(push "$WORK/s3-large.cfg")"
+LARGE_RSS=$(( $(hwm "$S3_PID") / 1024 ))
+R_LARGE="$(rclone_copy "$WORK/large" large)"
+F_LARGE="$(push "$WORK/fs-large.cfg")"
+log "pushing 64 KiB blobs"
+Q_SMALL="$(push "$WORK/s3-small.cfg")"
+R_SMALL="$(rclone_copy "$WORK/small" small)"
+F_SMALL="$(push "$WORK/fs-small.cfg")"
+PEAK_RSS=$(( $(hwm "$S3_PID") / 1024 ))
+
+MB=$(echo "$LARGE * 64 * 1048576 / 1000000" | bc -l)
+fmt() { printf '%.1f' "$1"; }
+q_mbps=$(echo "$MB / $Q_LARGE" | bc -l); r_mbps=$(echo "$MB / $R_LARGE" | bc -l); f_mbps=$(echo "$MB / $F_LARGE" | bc -l)
+q_bps=$(echo "$SMALL / $Q_SMALL" | bc -l); r_bps=$(echo "$SMALL / $R_SMALL" | bc -l); f_bps=$(echo "$SMALL / $F_SMALL" | bc -l)
+
+echo
+echo "push throughput, $CLIENTS clients, monolithic pushes (curl), rclone copy --transfers $CLIENTS"
+printf '%-34s %12s %12s\n' "" "64 MiB MB/s" "64 KiB /s"
+printf '%-34s %12s %12s\n' "quay-server on S3 (s3s-fs)" "$(fmt "$q_mbps")" "$(fmt "$q_bps")"
+printf '%-34s %12s %12s\n' "rclone copy to the same S3 server" "$(fmt "$r_mbps")" "$(fmt "$r_bps")"
+printf '%-34s %12s %12s\n' "quay-server on local files" "$(fmt "$f_mbps")" "$(fmt "$f_bps")"
+printf '%-34s %12s %12s\n' "ratio S3 push / rclone" "$(fmt "$(echo "$q_mbps / $r_mbps" | bc -l)")x" "$(fmt "$(echo "$q_bps / $r_bps" | bc -l)")x"
+printf '%-34s %12s %12s\n' "ratio S3 push / local-files push" "$(fmt "$(echo "$q_mbps / $f_mbps" | bc -l)")x" "$(fmt "$(echo "$q_bps / $f_bps" | bc -l)")x"
+echo "quay-server on S3, peak RSS: idle $IDLE_RSS MiB, after the 64 MiB pushes $LARGE_RSS MiB, at the end $PEAK_RSS MiB"
