@@ -195,7 +195,7 @@ fn a_postgres_restart_under_pushes_through_two_instances_fails_no_request() {
     let us = Server::start_with(&["--config", &config, "--no-worker"], &[]);
     let eu = Server::start_with(
         &["--config", &config, "--no-worker"],
-        &[("QUAY_DISTRIBUTED_STORAGE_PREFERENCE", "eu,us")],
+        &[("QUAY_DISTRIBUTED_STORAGE_PREFERENCE", "eu us")],
     );
     let servers = [&us, &eu];
 

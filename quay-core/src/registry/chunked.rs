@@ -33,7 +33,7 @@ use super::Registry;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metadata::{BlobCommit, UploadRecord};
-use crate::names::RepositoryName;
+use crate::names::{LocationId, RepositoryName};
 use crate::sha256_state::Sha256State;
 use crate::storage::{ByteStream, MultipartPart, StorageEngine, MULTIPART_MAX_PARTS};
 
@@ -371,12 +371,14 @@ impl Registry {
         let final_path = digest.object_path();
         let location = &rec.location;
         let removals_seen = Some(self.inner.metadata.removals(digest, location).await?);
-        let already_placed = self
+        let held: Vec<LocationId> = self
             .inner
             .metadata
             .get_blob(digest)
             .await?
-            .is_some_and(|b| b.locations.contains(location));
+            .map(|b| b.locations)
+            .unwrap_or_default();
+        let already_placed = held.contains(location);
         let path = data_path(&rec.id);
         // The object holding every byte, unless the location has the blob already.
         let source = if already_placed {
@@ -437,7 +439,19 @@ impl Registry {
                 }
             }
         }
-        self.inner
+        // Push-time durability: the other locations' copies, before anything is recorded.
+        let copies = match self.make_durable(digest, rec.size, location, &held).await {
+            Ok(copies) => copies,
+            Err(e) => {
+                if !already_placed {
+                    self.take_back(digest, location).await;
+                }
+                self.discard_session(rec, storage).await;
+                return Err(e);
+            }
+        };
+        let committed = self
+            .inner
             .metadata
             .commit_blob(&BlobCommit {
                 repository: repository.clone(),
@@ -447,8 +461,15 @@ impl Registry {
                 upload_id: Some(rec.id.clone()),
                 replicate_to: self.replication_targets(location),
                 removals_seen,
+                copies: copies.clone(),
             })
-            .await?;
+            .await;
+        if let Err(e) = committed {
+            for copy in &copies {
+                self.take_back(digest, &copy.location).await;
+            }
+            return Err(e);
+        }
         if already_placed {
             if let Some(id) = &state.upload {
                 abort_quietly(storage, &path, id).await;

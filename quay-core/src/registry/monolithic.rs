@@ -120,12 +120,14 @@ impl Registry {
         // removes a former copy of this blob here from now on refuses the commit. See
         // `BlobCommit::removals_seen`.
         let removals_seen = Some(self.inner.metadata.removals(digest, location).await?);
-        let already_placed = self
+        let held: Vec<LocationId> = self
             .inner
             .metadata
             .get_blob(digest)
             .await?
-            .is_some_and(|b| b.locations.contains(location));
+            .map(|b| b.locations)
+            .unwrap_or_default();
+        let already_placed = held.contains(location);
         let (body, check) = checked(body, digest);
         if already_placed {
             // The location holds the blob: verify the bytes without storing them again.
@@ -158,7 +160,18 @@ impl Registry {
             }
             None => return Err(Error::internal("the upload's digest was not computed")),
         }
-        self.inner
+        // Push-time durability: the other locations' copies, before anything is recorded.
+        let copies = match self.make_durable(digest, bytes, location, &held).await {
+            Ok(copies) => copies,
+            Err(e) => {
+                if !already_placed {
+                    self.take_back(digest, location).await;
+                }
+                return Err(e);
+            }
+        };
+        let committed = self
+            .inner
             .metadata
             .commit_blob(&BlobCommit {
                 repository: repository.clone(),
@@ -168,8 +181,15 @@ impl Registry {
                 upload_id,
                 replicate_to: self.replication_targets(location),
                 removals_seen,
+                copies: copies.clone(),
             })
-            .await?;
+            .await;
+        if let Err(e) = committed {
+            for copy in &copies {
+                self.take_back(digest, &copy.location).await;
+            }
+            return Err(e);
+        }
         debug!(size = bytes, %location, "blob committed (one write)");
         Ok(digest.clone())
     }
