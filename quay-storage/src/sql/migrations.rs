@@ -56,6 +56,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "bad copies and drained locations",
         statements: repairs,
     },
+    Migration {
+        version: 9,
+        name: "job priority",
+        statements: job_priority,
+    },
 ];
 
 /// Every schema version this build knows, ascending.
@@ -443,6 +448,18 @@ fn repairs(backend: DbBackend) -> Vec<String> {
                 drained BIGINT NOT NULL,
                 updated_at BIGINT NOT NULL)"
         ),
+    ]
+    .into()
+}
+
+/// Version 9: a priority on replication jobs, so that the copy a pull is waiting for is
+/// claimed before the rest of the queue. Additive: the column has a default, older releases
+/// insert and claim without it (ignoring priorities).
+fn job_priority(_backend: DbBackend) -> Vec<String> {
+    [
+        "ALTER TABLE replication_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0".to_owned(),
+        "CREATE INDEX replication_jobs_claim ON replication_jobs (state, priority DESC, not_before)"
+            .to_owned(),
     ]
     .into()
 }
