@@ -380,7 +380,6 @@ async fn pull_served_from_afar_jumps_the_queue(postgres: bool) {
         BlobBody::Stream { location, .. } => assert_eq!(location, id("us"), "served from afar"),
         other => panic!("unexpected {other:?}"),
     }
-    drop(read);
 
     // One batch of the eu worker (concurrency 4).
     assert_eq!(s.worker(&s.eu).drain(1).await.unwrap(), 4);
