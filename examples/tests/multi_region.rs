@@ -8,6 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use common::{build_oci_layout, run_with_timeout, sha256_digest, skopeo, OciImage, Server};
@@ -406,6 +407,81 @@ fn worker_killed_mid_copy_resumes_and_verifies() {
         }
     });
     assert!(stray.is_empty(), "unexpected objects in eu: {stray:?}");
+}
+
+/// Issue 14: a worker SIGKILLed in the middle of copying a large blob hands it over within
+/// seconds. With the default lease (`QUAY_REPLICATION_LEASE_SECS` unset), a second
+/// `quayctl worker`, already running, takes the job over and finishes the copy within 10 s of
+/// the kill; the copy verifies and nothing stray is left.
+#[test]
+fn killed_worker_is_taken_over_within_ten_seconds() {
+    use quay_core::{BlobIndex, JobQueue};
+    let regions = Regions::new(true, "QUAY_REPLICATION_WORKERS: 1\n");
+    let us = regions.server("usstorage", false);
+    let work = regions.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let image = common::build_oci_layout_sized(&work.join("image"), "big", &[128 << 20]);
+    push(&work, &us, &image, "geo/big");
+    let layer: quay_core::Digest = image.layers[0].digest.parse().unwrap();
+    let url = regions.db.as_ref().unwrap().url.clone();
+    let store = regions
+        .rt
+        .block_on(quay_storage::SqlMetadataStore::connect(&url))
+        .unwrap();
+    let queue = quay_storage::SqlJobQueue::new(&store, quay_core::RetryPolicy::default());
+    let eu = quay_core::LocationId::from_str("eustorage").unwrap();
+    let placed_in_eu = || {
+        regions
+            .rt
+            .block_on(store.get_blob(&layer))
+            .unwrap()
+            .is_some_and(|b| b.locations.contains(&eu))
+    };
+
+    let mut first = regions.worker("worker-1");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while regions.rt.block_on(queue.stats()).unwrap().leased == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first worker claimed nothing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The second worker is running before the kill, finding nothing to claim.
+    let mut second = regions.worker("worker-2");
+    std::thread::sleep(Duration::from_millis(400));
+    unsafe_kill(&mut first);
+    let killed = Instant::now();
+    assert!(
+        !placed_in_eu() && !Regions::holds(&regions.eu_s3, &image.layers[0].digest),
+        "the first worker finished the copy before it could be killed"
+    );
+    while !placed_in_eu() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "nobody took the job over"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = killed.elapsed();
+    eprintln!(
+        "takeover: the second worker finished the 128 MiB copy {:.2} s after the kill",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the copy finished {took:?} after the kill"
+    );
+    regions.quayctl_ok(
+        &["status", "--wait", "--timeout", "60"],
+        Duration::from_secs(80),
+    );
+    let _ = second.kill();
+    let _ = second.wait();
+    for d in blob_digests(&image) {
+        assert!(Regions::holds(&regions.eu_s3, &d), "eu lacks {d}");
+    }
+    drop(store);
 }
 
 /// SIGKILL, not a polite stop.

@@ -194,6 +194,12 @@ impl RetryPolicy {
 ///   it used its attempts; dead jobs are kept and counted, never dropped.
 /// - `defer` puts the job back for later without counting the attempt (used when a location is
 ///   known to be down).
+/// - `prioritize` moves pending jobs to the front: each named job that is pending (due or
+///   backing off) becomes due now and is claimed before every job of normal priority, oldest
+///   bump first. The priority lasts until the job's next claim (a job that fails or is
+///   deferred goes back to normal priority). It returns how many jobs it moved; a job that
+///   is leased, dead or not queued is left alone. It defaults to
+///   [`ErrorKind::Unsupported`].
 /// - `target_stats` gives, per location that has jobs, the counts `stats` gives for the whole
 ///   queue; their sums are `stats`'s counts.
 /// - `record_worker` stores a worker's beat under its id, replacing the previous one;
@@ -244,6 +250,16 @@ pub trait JobQueue: Send + Sync + fmt::Debug {
             crate::ErrorKind::Unsupported,
             "this queue cannot put dead jobs back",
         ))
+    }
+    /// Moves the pending jobs among `jobs` to the front of the queue (see the contract above);
+    /// returns how many it moved. Used when a pull had to be served from a remote location:
+    /// the copy to the puller's own location is wanted now. The default answers
+    /// [`ErrorKind::Unsupported`].
+    ///
+    /// [`ErrorKind::Unsupported`]: crate::ErrorKind::Unsupported
+    async fn prioritize(&self, jobs: &[JobSpec]) -> Result<u64> {
+        let _ = jobs;
+        Err(unsupported("prioritize jobs"))
     }
     /// Counts per target location, in location order. The default answers
     /// [`ErrorKind::Unsupported`].

@@ -9,13 +9,35 @@
 //! reports each outcome to the queue. Object writes are atomic on every backend used here, so
 //! a worker killed mid-copy leaves no half-written object visible, and the job is claimed
 //! again when its lease runs out.
+//!
+//! # Leases
+//!
+//! Leases are short ([`DEFAULT_LEASE_SECS`], 6 s) and renewed by a heartbeat every third of
+//! their length while a job runs, so the jobs of a worker that vanished (SIGKILL, a lost
+//! machine) are taken over within seconds. A worker that cannot renew a lease in time (its
+//! database unreachable, say) abandons the job half a heartbeat before the lease could end:
+//! the copy is dropped (an unfinished write stores nothing) and no two workers ever run one
+//! job at the same time.
+//!
+//! # Throughput
+//!
+//! The loop keeps a small buffer of claimed jobs, refilled by one claim of up to
+//! `concurrency` jobs when it runs half empty, so that a copy slot that frees up starts its
+//! next job at once instead of waiting for a claim round trip. A buffered job whose lease
+//! aged past a heartbeat interval is renewed before it starts. Finished jobs are handed to a
+//! completer task that removes them in batches ([`JobQueue::complete_all`], one statement per
+//! claim on the SQL queue), off the copy slots' path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+
+use quay_core::config::DEFAULT_LEASE_SECS;
 use quay_core::metadata::now_ms;
 use quay_core::{Error, ErrorKind, FailOutcome, JobKind, JobQueue, Lease, Registry, Result};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -26,7 +48,8 @@ use crate::metrics as m;
 pub struct WorkerConfig {
     /// Jobs processed at once.
     pub concurrency: usize,
-    /// Lease taken on each job; a heartbeat extends it while the job runs.
+    /// Lease taken on each job; a heartbeat extends it every third of it while the job runs,
+    /// and the job is abandoned when it could not be renewed in time.
     pub lease: Duration,
     /// Sleep between polls when the queue has nothing due.
     pub poll_interval: Duration,
@@ -39,7 +62,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: 8,
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(DEFAULT_LEASE_SECS),
             poll_interval: Duration::from_millis(500),
             verify_readback: false,
         }
@@ -134,40 +157,45 @@ impl ReplicationWorker {
         &self.counters
     }
 
-    /// Runs until `shutdown` resolves, then lets running jobs finish.
+    /// Runs until `shutdown` resolves, then lets running jobs finish (buffered jobs not
+    /// started are given back to the queue).
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let concurrency = self.config.concurrency.max(1);
         let mut running: JoinSet<()> = JoinSet::new();
-        info!(
-            concurrency = self.config.concurrency,
-            "replication worker started"
-        );
+        let mut buffer: VecDeque<Claimed> = VecDeque::new();
+        let (done_tx, completer) = Completer::spawn(self.queue.clone());
+        info!(concurrency, "replication worker started");
         let mut progress = Progress::new(self.counters.totals());
         loop {
             progress.maybe_log(self.counters.totals());
             while running.try_join_next().is_some() {}
-            let free = self.config.concurrency.saturating_sub(running.len());
             let mut claimed = 0;
-            if free > 0 {
-                match self.queue.claim(free, self.config.lease).await {
+            if buffer.len() <= concurrency / 2 {
+                let at = Instant::now();
+                match self.queue.claim(concurrency, self.config.lease).await {
                     Ok(leases) => {
                         claimed = leases.len();
-                        for lease in leases {
-                            let me = self.clone();
-                            running.spawn(async move { me.handle(lease).await });
-                        }
+                        buffer.extend(leases.into_iter().map(|lease| Claimed { lease, at }));
                     }
                     Err(e) => warn!(error = %e, "cannot claim replication jobs"),
                 }
             }
-            let wait = if claimed > 0 && claimed == free {
-                Duration::from_millis(0)
+            while running.len() < concurrency {
+                let Some(job) = buffer.pop_front() else { break };
+                let (me, done) = (self.clone(), done_tx.clone());
+                running.spawn(async move { me.handle(job, Some(&done)).await });
+            }
+            // Claim again at once while the queue hands out full batches; otherwise wait for a
+            // slot to free up or the next poll.
+            let wait = if claimed == concurrency && buffer.len() <= concurrency / 2 {
+                Duration::ZERO
             } else {
                 self.config.poll_interval
             };
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = tokio::time::sleep(wait), if running.len() < self.config.concurrency => {}
+                _ = tokio::time::sleep(wait), if buffer.is_empty() || running.len() < concurrency => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
             }
         }
@@ -175,7 +203,14 @@ impl ReplicationWorker {
             running = running.len(),
             "replication worker stopping; finishing running jobs"
         );
+        for job in buffer {
+            if let Err(e) = self.queue.defer(&job.lease, Duration::ZERO).await {
+                debug!(job = %job.lease.job.id, error = %e, "cannot give back a buffered job");
+            }
+        }
         while running.join_next().await.is_some() {}
+        drop(done_tx);
+        let _ = completer.await;
         progress.log(self.counters.totals());
     }
 
@@ -184,6 +219,7 @@ impl ReplicationWorker {
     pub async fn drain(&self, max_rounds: usize) -> Result<usize> {
         let mut handled = 0;
         for _ in 0..max_rounds {
+            let at = Instant::now();
             let leases = self
                 .queue
                 .claim(self.config.concurrency, self.config.lease)
@@ -195,21 +231,38 @@ impl ReplicationWorker {
             let mut set = JoinSet::new();
             for lease in leases {
                 let me = self.clone();
-                set.spawn(async move { me.handle(lease).await });
+                set.spawn(async move { me.handle(Claimed { lease, at }, None).await });
             }
             while set.join_next().await.is_some() {}
         }
         Ok(handled)
     }
 
-    /// Processes one claimed job, keeping its lease alive, and reports the result to the queue.
-    async fn handle(&self, lease: Lease) {
+    /// Processes one claimed job, keeping its lease alive, and reports the result to the queue
+    /// (a finished job through `done`, the completer, when given).
+    async fn handle(&self, job: Claimed, done: Option<&mpsc::UnboundedSender<Lease>>) {
         let c = &self.counters;
         c.running.fetch_add(1, Ordering::Relaxed);
         let _running = Running(&c.running);
+        let Claimed { lease, at } = job;
         let kind = lease.job.spec.kind;
+        let every = self.beat_every();
+        // A job that waited in the buffer for a heartbeat interval is renewed before it starts,
+        // so that it never runs on a lease that may have ended.
+        let mut renewed = at;
+        if at.elapsed() >= every {
+            let sent = Instant::now();
+            match self.queue.heartbeat(&lease, self.config.lease).await {
+                Ok(_) => renewed = sent,
+                Err(e) => {
+                    debug!(job = %lease.job.id, error = %e,
+                           "a buffered job's lease could not be renewed; leaving it");
+                    return;
+                }
+            }
+        }
         let work = self.process(&lease);
-        let beat = self.heartbeat(&lease);
+        let beat = self.heartbeat(&lease, renewed);
         let result = tokio::select! {
             r = work => r,
             lost = beat => Err(lost),
@@ -230,9 +283,6 @@ impl ReplicationWorker {
                 debug!(job = %lease.job.id, reason = %why, "job deferred");
             }
             Ok(outcome) => {
-                if let Err(e) = self.queue.complete(&lease).await {
-                    warn!(job = %lease.job.id, error = %e, "cannot complete job");
-                }
                 m::job_done(kind, &lease.job.spec.target);
                 c.done.fetch_add(1, Ordering::Relaxed);
                 if let Outcome::Copied { source, bytes } = &outcome {
@@ -243,6 +293,15 @@ impl ReplicationWorker {
                 }
                 debug!(job = %lease.job.id, kind = %kind, digest = %lease.job.spec.digest,
                        target = %lease.job.spec.target, ?outcome, "job done");
+                let unsent = match done {
+                    Some(done) => done.send(lease).err().map(|e| e.0),
+                    None => Some(lease),
+                };
+                if let Some(lease) = unsent {
+                    if let Err(e) = self.queue.complete(&lease).await {
+                        warn!(job = %lease.job.id, error = %e, "cannot complete job");
+                    }
+                }
             }
             Err(e) => {
                 c.failed.fetch_add(1, Ordering::Relaxed);
@@ -265,16 +324,49 @@ impl ReplicationWorker {
         }
     }
 
-    /// Extends the lease every third of its length; returns only when the lease is lost.
-    async fn heartbeat(&self, lease: &Lease) -> Error {
-        let every = (self.config.lease / 3).max(Duration::from_millis(50));
+    /// How often a running job's lease is renewed: a third of the lease.
+    fn beat_every(&self) -> Duration {
+        (self.config.lease / 3).max(Duration::from_millis(50))
+    }
+
+    /// Renews the lease every third of its length from `renewed` (when it was last known
+    /// good, taken before the request that made it so); returns only when the lease is lost,
+    /// or could not be renewed in time: half a heartbeat before it could end, the job is
+    /// abandoned, so that it never runs here while another worker may have taken it.
+    async fn heartbeat(&self, lease: &Lease, mut renewed: Instant) -> Error {
+        let every = self.beat_every();
+        let margin = every / 2;
+        let mut next = renewed + every;
         loop {
-            tokio::time::sleep(every).await;
-            match self.queue.heartbeat(lease, self.config.lease).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Conflict => return e,
-                Err(e) => warn!(job = %lease.job.id, error = %e, "heartbeat failed; will retry"),
+            tokio::time::sleep_until(next.into()).await;
+            let deadline = renewed + self.config.lease.saturating_sub(margin);
+            let sent = Instant::now();
+            let attempt = tokio::time::timeout_at(
+                deadline.into(),
+                self.queue.heartbeat(lease, self.config.lease),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(_)) => {
+                    renewed = sent;
+                    next = renewed + every;
+                    continue;
+                }
+                Ok(Err(e)) if e.kind() == ErrorKind::Conflict => return e,
+                Ok(Err(e)) => {
+                    warn!(job = %lease.job.id, error = %e, "heartbeat failed; will retry");
+                }
+                Err(_) => {}
             }
+            if Instant::now() >= deadline {
+                warn!(job = %lease.job.id, "lease not renewed in time; abandoning the job");
+                return Error::new(
+                    ErrorKind::Unavailable,
+                    "the job's lease could not be renewed in time; abandoned so that another \
+                     worker can take it",
+                );
+            }
+            next = (Instant::now() + every / 4).min(deadline);
         }
     }
 
@@ -289,6 +381,45 @@ impl ReplicationWorker {
             }
             JobKind::Delete => self.registry.remove_copy(&spec.digest, &spec.target).await,
         }
+    }
+}
+
+/// A job claimed at `at` (taken before the claim was sent: its lease ends no sooner than
+/// `at` plus the lease).
+struct Claimed {
+    lease: Lease,
+    at: Instant,
+}
+
+/// Removes finished jobs from the queue in batches: whatever finished while the previous
+/// batch was being removed goes in the next.
+struct Completer;
+
+impl Completer {
+    /// Most jobs removed in one call.
+    const BATCH: usize = 256;
+
+    fn spawn(
+        queue: Arc<dyn JobQueue>,
+    ) -> (mpsc::UnboundedSender<Lease>, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Lease>();
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(Self::BATCH);
+            while rx.recv_many(&mut batch, Self::BATCH).await > 0 {
+                match queue.complete_all(&batch).await {
+                    Ok(removed) if removed < batch.len() as u64 => debug!(
+                        lost = batch.len() as u64 - removed,
+                        "finished jobs whose lease was lost were left to their new holder"
+                    ),
+                    Ok(_) => {}
+                    // Their leases run out and the jobs are claimed again: the copies are
+                    // found in place and the jobs end as no-ops.
+                    Err(e) => warn!(jobs = batch.len(), error = %e, "cannot complete jobs"),
+                }
+                batch.clear();
+            }
+        });
+        (tx, task)
     }
 }
 

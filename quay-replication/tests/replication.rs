@@ -355,6 +355,57 @@ async fn status_tells_lag_jobs_and_workers(postgres: bool) {
     s.finish().await;
 }
 
+/// A pull that the eu instance serves from us (eu lacks the blob) moves the copy to eu ahead
+/// of the 1,000 jobs queued before it: the worker's first batch makes the blob local while
+/// nearly all of them are still pending.
+async fn pull_served_from_afar_jumps_the_queue(postgres: bool) {
+    let s = Setup::new(postgres, true).await;
+    let pushed: Vec<Digest> = futures::stream::iter(0..1000)
+        .map(|i| {
+            let us = s.us.clone();
+            async move { push(&us, "many", format!("queued blob {i}").into_bytes()).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert_eq!(pushed.len(), 1000);
+    let wanted = push(&s.us, "pulled", b"pulled from eu while only in us".to_vec()).await;
+    assert_eq!(s.queue.stats().await.unwrap().pending, 1001);
+
+    let read =
+        s.eu.read_blob(&"pulled".parse().unwrap(), &wanted, None)
+            .await
+            .unwrap();
+    match read.body {
+        BlobBody::Stream { location, .. } => assert_eq!(location, id("us"), "served from afar"),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // One batch of the eu worker (concurrency 4).
+    assert_eq!(s.worker(&s.eu).drain(1).await.unwrap(), 4);
+    let blob = s.store.get_blob(&wanted).await.unwrap().unwrap();
+    assert!(blob.locations.contains(&id("eu")), "{blob:?}");
+    assert_eq!(
+        stored_digest(&s.storages[&id("eu")], &wanted).await,
+        Some(wanted.clone())
+    );
+    let left = s.queue.stats().await.unwrap().pending;
+    assert_eq!(
+        left, 997,
+        "the pulled blob is local while 997 older jobs wait"
+    );
+    // Now the eu instance reads it locally.
+    let read =
+        s.eu.read_blob(&"pulled".parse().unwrap(), &wanted, None)
+            .await
+            .unwrap();
+    match read.body {
+        BlobBody::Stream { location, .. } => assert_eq!(location, id("eu")),
+        other => panic!("unexpected {other:?}"),
+    }
+    s.finish().await;
+}
+
 macro_rules! both {
     ($($case:ident),*) => {
         mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(false).await } )* }
@@ -369,5 +420,6 @@ both!(
     deletes_propagate_to_every_location,
     remove_location_refuses_last_copy_then_succeeds,
     dead_source_falls_back_and_bad_jobs_dead_letter,
-    status_tells_lag_jobs_and_workers
+    status_tells_lag_jobs_and_workers,
+    pull_served_from_afar_jumps_the_queue
 );

@@ -302,9 +302,14 @@ pub struct ReplicationSettings {
     /// `QUAY_RECONCILE_INTERVAL_SECS`: how often the reconciler runs (300).
     pub reconcile_interval_secs: u64,
     /// `QUAY_REPLICATION_LEASE_SECS`: how long a worker holds a job between heartbeats before
-    /// another worker may take it over (60).
+    /// another worker may take it over (6: heartbeats every 2 s, so a worker killed mid-copy
+    /// hands its jobs over within about 6 s).
     pub lease_secs: u64,
 }
+
+/// The default of `QUAY_REPLICATION_LEASE_SECS`: short, so that another worker takes over the
+/// jobs of a vanished one within seconds; heartbeats renew it every third of it.
+pub const DEFAULT_LEASE_SECS: u64 = 6;
 
 impl fmt::Debug for QuayConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -721,7 +726,9 @@ impl QuayConfig {
                 workers: raw.QUAY_REPLICATION_WORKERS.unwrap_or(8),
                 max_attempts: raw.QUAY_REPLICATION_MAX_ATTEMPTS.unwrap_or(10),
                 reconcile_interval_secs: raw.QUAY_RECONCILE_INTERVAL_SECS.unwrap_or(300),
-                lease_secs: raw.QUAY_REPLICATION_LEASE_SECS.unwrap_or(60),
+                lease_secs: raw
+                    .QUAY_REPLICATION_LEASE_SECS
+                    .unwrap_or(DEFAULT_LEASE_SECS),
             },
             auth,
             tls,

@@ -3,13 +3,14 @@
 use std::ops::Range;
 
 use futures::StreamExt;
-use tracing::{instrument, warn};
+use tracing::{debug, instrument, warn};
 
 use super::Registry;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::metadata::BlobRecord;
 use crate::names::{LocationId, RepositoryName};
+use crate::queue::{JobKind, JobSpec};
 use crate::range::ByteRange;
 use crate::repair::CopyProblem;
 use crate::storage::ByteStream;
@@ -93,6 +94,7 @@ impl Registry {
         range: Option<ByteRange>,
     ) -> Result<BlobRead> {
         let blob = self.stat_blob(repository, digest).await?;
+        self.want_local_copy(digest, &blob).await;
         let range = match range {
             Some(r) => Some(r.resolve(blob.size)?),
             None => None,
@@ -187,6 +189,38 @@ impl Registry {
             err = err.with_source(e);
         }
         Err(err)
+    }
+
+    /// A pull of `blob` is about to be served from afar because this instance's own location
+    /// (its first preference) lacks it: the pending job that copies it there goes to the
+    /// front of the queue, so that the next pull is local. Best effort: a queue that cannot
+    /// prioritize, or fails to, leaves the job where it is and the pull goes on.
+    async fn want_local_copy(&self, digest: &Digest, blob: &BlobRecord) {
+        let config = &self.inner.config;
+        let Some(own) = config.preference.first() else {
+            return;
+        };
+        if !config.replication
+            || blob.locations.contains(own)
+            || !config.default_locations.contains(own)
+        {
+            return;
+        }
+        let Some(queue) = &self.inner.queue else {
+            return;
+        };
+        let job = JobSpec {
+            kind: JobKind::Replicate,
+            digest: digest.clone(),
+            target: own.clone(),
+        };
+        match queue.prioritize(std::slice::from_ref(&job)).await {
+            Ok(moved) => debug!(%digest, location = %own, moved,
+                                "pull served from afar: local copy prioritized"),
+            Err(e) if e.kind() == ErrorKind::Unsupported => {}
+            Err(e) => warn!(%digest, location = %own, error = %e,
+                            "cannot prioritize the local copy of a pulled blob"),
+        }
     }
 
     /// Removes a blob from a repository. When no repository links it any more, its records and

@@ -90,6 +90,11 @@ impl JobQueue for OutboxedRedisQueue {
     async fn workers(&self, seen_since: TimestampMs) -> Result<Vec<WorkerBeat>> {
         self.redis.workers(seen_since).await
     }
+    /// Moves the jobs in Redis, and those still waiting in the outbox (which the relay then
+    /// takes first).
+    async fn prioritize(&self, jobs: &[JobSpec]) -> Result<u64> {
+        Ok(self.redis.prioritize(jobs).await? + self.outbox.prioritize(jobs).await?)
+    }
     async fn retry_dead(&self) -> Result<u64> {
         Ok(self.redis.retry_dead().await? + self.outbox.retry_dead().await?)
     }

@@ -25,6 +25,7 @@ static DEFER: Script = Script::new(scripts::DEFER);
 static STATS: Script = Script::new(scripts::STATS);
 static DEAD_JOBS: Script = Script::new(scripts::DEAD_JOBS);
 static RETRY_DEAD: Script = Script::new(scripts::RETRY_DEAD);
+static PRIORITIZE: Script = Script::new(scripts::PRIORITIZE);
 
 /// Jobs per enqueue script, and dead jobs revived per `retry_dead` script: bounds how long one
 /// script holds the server.
@@ -287,6 +288,22 @@ fn jobs(op: &'static str, values: &[Option<String>]) -> Result<Vec<Job>> {
 
 #[async_trait]
 impl JobQueue for RedisJobQueue {
+    async fn prioritize(&self, jobs: &[JobSpec]) -> Result<u64> {
+        let mut moved = 0;
+        for chunk in jobs.chunks(BATCH) {
+            let mut args = Vec::with_capacity(2 + chunk.len() * 3);
+            args.push(self.inner.job_prefix.clone());
+            args.push(scripts::PRIORITY_OFFSET_MS.to_string());
+            for spec in chunk {
+                args.push(spec.kind.as_str().to_owned());
+                args.push(spec.digest.to_string());
+                args.push(spec.target.to_string());
+            }
+            moved += self.count("prioritize", &PRIORITIZE, args).await?;
+        }
+        Ok(moved)
+    }
+
     async fn retry_dead(&self) -> Result<u64> {
         RedisJobQueue::retry_dead(self).await
     }

@@ -57,17 +57,18 @@ return s(added)
 "#
 );
 
-/// `ARGV[2]` max, `ARGV[3]` lease in ms, `ARGV[4]` token. Takes due pending jobs first, then
-/// jobs whose lease ended; returns the lease's end, then 7 values per job.
+/// `ARGV[2]` max, `ARGV[3]` lease in ms, `ARGV[4]` token. Takes jobs whose lease ended first
+/// (a takeover never waits behind the queue), then due pending jobs (prioritized ones have the
+/// lowest scores); returns the lease's end, then 7 values per job.
 pub(crate) const CLAIM: &str = concat!(
     prelude!(),
     r#"
 local now = now_ms()
 local max = tonumber(ARGV[2])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', s(now), 'LIMIT', 0, max)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. s(now), 'LIMIT', 0, max)
 if #ids < max then
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. s(now), 'LIMIT', 0, max - #ids)
-  for _, id in ipairs(expired) do ids[#ids + 1] = id end
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', s(now), 'LIMIT', 0, max - #ids)
+  for _, id in ipairs(due) do ids[#ids + 1] = id end
 end
 local expires = now + tonumber(ARGV[3])
 local out = {s(expires)}
@@ -85,6 +86,31 @@ for _, id in ipairs(ids) do
   end
 end
 return out
+"#
+);
+
+/// How far before the present a prioritized job's score is put in the pending set: every
+/// due time of a normal job is later, so `CLAIM` (lowest score first) takes prioritized jobs
+/// first, in the order they were bumped. Exact in a double (< 2^53).
+pub(crate) const PRIORITY_OFFSET_MS: i64 = 1_000_000_000_000_000;
+
+/// `ARGV[2]` the priority offset, `ARGV[3..]`: groups of kind, digest, target. Moves each of
+/// those jobs that is pending to the front, due now; returns how many it moved. Claiming
+/// removes the job from the pending set, so the priority lasts until the next claim.
+pub(crate) const PRIORITIZE: &str = concat!(
+    prelude!(),
+    r#"
+local now = now_ms()
+local score = now - tonumber(ARGV[2])
+local moved = 0
+for i = 3, #ARGV, 3 do
+  local id = redis.call('HGET', KEYS[5], ident(ARGV[i], ARGV[i + 1], ARGV[i + 2]))
+  if id and redis.call('ZSCORE', KEYS[1], id) then
+    redis.call('ZADD', KEYS[1], score, id)
+    moved = moved + 1
+  end
+end
+return s(moved)
 "#
 );
 

@@ -1,6 +1,6 @@
 //! The conformance suite of [`JobQueue`]: one small case per behaviour of its `# Behavior`
 //! contract (idempotent enqueue, exclusive leases, expiry, heartbeats, back-off,
-//! dead-lettering, `defer`, `stats`, per-location counts, worker beats).
+//! dead-lettering, `defer`, `stats`, per-location counts, worker beats, priorities).
 //!
 //! A backend joins the suite by implementing [`QueueHarness`] (a fresh, isolated queue per
 //! case, on which several handles can be opened) and expanding
@@ -20,6 +20,7 @@
 mod claim;
 mod enqueue;
 mod lease;
+mod priority;
 mod retry;
 mod stats;
 mod workers;
@@ -39,6 +40,7 @@ use quay_core::{
 pub use self::claim::*;
 pub use self::enqueue::*;
 pub use self::lease::*;
+pub use self::priority::*;
 pub use self::retry::*;
 pub use self::stats::*;
 pub use self::workers::*;
@@ -171,6 +173,8 @@ macro_rules! __queue_cases {
             target_stats_count_the_jobs_of_each_location
             worker_beats_are_listed_replaced_and_forgotten
             vanished_workers_are_dropped_after_the_retention
+            prioritized_job_is_claimed_before_older_jobs
+            priority_lasts_until_the_next_claim
         );
     };
 }

@@ -66,6 +66,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "webhook deliveries",
         statements: webhook_deliveries,
     },
+    Migration {
+        version: 9,
+        name: "job priority",
+        statements: job_priority,
+    },
 ];
 
 /// Every schema version this build knows, ascending.
@@ -489,6 +494,18 @@ fn webhook_deliveries(backend: DbBackend) -> Vec<String> {
         ),
         "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)".to_owned(),
         "CREATE INDEX webhook_deliveries_image ON webhook_deliveries (kind, repository, digest)"
+            .to_owned(),
+    ]
+    .into()
+}
+
+/// Version 9: a priority on replication jobs, so that the copy a pull is waiting for is
+/// claimed before the rest of the queue. Additive: the column has a default, older releases
+/// insert and claim without it (ignoring priorities).
+fn job_priority(_backend: DbBackend) -> Vec<String> {
+    [
+        "ALTER TABLE replication_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0".to_owned(),
+        "CREATE INDEX replication_jobs_claim ON replication_jobs (state, priority DESC, not_before)"
             .to_owned(),
     ]
     .into()

@@ -12,16 +12,18 @@
 //! | `lease_token` | the holder's token; heartbeat, complete and fail must present it |
 //! | `last_error` | the error of the last failed attempt |
 //! | `enqueued_at` | when the job was recorded (the start of replication lag) |
+//! | `priority` | 1 once [`JobQueue::prioritize`] moved the job to the front, else 0; a claim resets it |
 //!
 //! Lease ends, back-offs and the "due now" of a claim are read from the database's clock
 //! (`now_sql`), not the caller's: servers with skewed clocks sharing one PostgreSQL still
 //! agree on when a lease ends, so none takes a job whose lease is live elsewhere.
 //!
-//! A claim takes due pending jobs first, in order of `not_before` along the
-//! `(state, not_before)` index, and only when those are fewer than asked, jobs whose lease
-//! ended (few: at most the jobs in flight). Each of the two is one atomic `UPDATE … RETURNING`
-//! (on Postgres over `SELECT … FOR UPDATE SKIP LOCKED`), so its cost does not grow with the
-//! length of the queue.
+//! A claim takes the jobs whose lease ended first (few: at most what vanished workers had in
+//! flight), so that a takeover never waits behind the queue; then due pending jobs,
+//! prioritized ones first, then in order of `not_before`, along the
+//! `(state, priority DESC, not_before)` index. Each of the two is one atomic
+//! `UPDATE … RETURNING` (on Postgres over `SELECT … FOR UPDATE SKIP LOCKED`), so its cost does
+//! not grow with the length of the queue.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -94,9 +96,9 @@ impl SqlJobQueue {
         let op = "claim";
         let backend = self.backend();
         let now = now_sql(backend);
-        let (due, cmp) = match state {
-            "pending" => ("not_before", "<="),
-            _ => ("lease_expires", "<"),
+        let (due, cmp, order) = match state {
+            "pending" => ("not_before", "<=", "priority DESC, not_before"),
+            _ => ("lease_expires", "<", "lease_expires"),
         };
         let lock = match backend {
             DbBackend::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -104,9 +106,9 @@ impl SqlJobQueue {
         };
         let sql = format!(
             "UPDATE replication_jobs SET state = 'leased', lease_token = $1, \
-             lease_expires = {now} + $2, attempts = attempts + 1 \
+             lease_expires = {now} + $2, attempts = attempts + 1, priority = 0 \
              WHERE id IN (SELECT id FROM replication_jobs \
-                 WHERE state = '{state}' AND {due} {cmp} {now} ORDER BY {due} LIMIT $3{lock}) \
+                 WHERE state = '{state}' AND {due} {cmp} {now} ORDER BY {order} LIMIT $3{lock}) \
              RETURNING {COLUMNS}, lease_expires"
         );
         let rows = self
@@ -273,14 +275,45 @@ impl JobQueue for SqlJobQueue {
         }
         let token = uuid::Uuid::new_v4().simple().to_string();
         let max = max.min(10_000);
-        let mut leases = self.claim_from("pending", max, lease, &token).await?;
+        // Jobs of a vanished worker first (few: at most what it had in flight), so that a
+        // takeover does not wait behind the rest of the queue.
+        let mut leases = self.claim_from("leased", max, lease, &token).await?;
         if leases.len() < max {
-            let expired = self
-                .claim_from("leased", max - leases.len(), lease, &token)
+            let due = self
+                .claim_from("pending", max - leases.len(), lease, &token)
                 .await?;
-            leases.extend(expired);
+            leases.extend(due);
         }
         Ok(leases)
+    }
+
+    async fn prioritize(&self, jobs: &[JobSpec]) -> Result<u64> {
+        let op = "prioritize";
+        let now = now_sql(self.backend());
+        let mut moved = 0;
+        for chunk in jobs.chunks(200) {
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 3);
+            let mut tuples = Vec::with_capacity(chunk.len());
+            for (i, job) in chunk.iter().enumerate() {
+                let b = 1 + i * 3;
+                tuples.push(format!("(${b}, ${}, ${})", b + 1, b + 2));
+                values.push(job.kind.as_str().into());
+                values.push(job.digest.to_string().into());
+                values.push(job.target.to_string().into());
+            }
+            let sql = format!(
+                "UPDATE replication_jobs SET priority = 1, not_before = {now} \
+                 WHERE state = 'pending' AND (kind, digest, target) IN ({})",
+                tuples.join(", ")
+            );
+            let res = self
+                .db
+                .execute(stmt(self.backend(), &sql, values))
+                .await
+                .map_err(|e| db_error(op, e))?;
+            moved += res.rows_affected();
+        }
+        Ok(moved)
     }
 
     async fn heartbeat(&self, lease: &Lease, extend: Duration) -> Result<i64> {
