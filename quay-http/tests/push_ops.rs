@@ -5,6 +5,8 @@
 //! Each test uses locations of its own name, so the counts of one test are not mixed with
 //! another's even when they share the process's recorder.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

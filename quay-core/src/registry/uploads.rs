@@ -426,11 +426,9 @@ impl Registry {
         if let Some(saved) = &multipart {
             self.abort_multipart(&rec.id, saved, storage).await;
         }
-        // A session that stored nothing (no part, no multipart data) has no data to remove;
-        // leftovers of a write cut off are found by the sweep of upload folders.
-        if !rec.parts.is_empty() || multipart.is_some() {
-            remove_session_data(storage, &rec.id, &rec.location).await;
-        }
+        // Even a session that recorded nothing may have data: a part write cut off before its
+        // row (its temporary file is removed with the write, but a filesystem keeps the folder).
+        remove_session_data(storage, &rec.id, &rec.location).await;
     }
 
     /// Removes upload sessions idle since before `before_ms` with everything they stored, then
