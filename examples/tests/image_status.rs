@@ -213,7 +213,11 @@ fn status_of_an_image_an_index_and_a_missing_layer() {
     let (_, _, layer) = scene.push_image("demo/app", "v2", b"a new layer");
     let (code, status) = scene.status_json("demo/app:v2");
     assert_eq!(code, Some(1), "{status}");
-    assert_eq!(missing_in(&status, "eu"), std::slice::from_ref(&layer), "{status}");
+    assert_eq!(
+        missing_in(&status, "eu"),
+        std::slice::from_ref(&layer),
+        "{status}"
+    );
     assert!(missing_in(&status, "us").is_empty());
 
     // --wait gives up at its timeout, exit 1.

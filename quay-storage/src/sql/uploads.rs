@@ -29,9 +29,15 @@ impl UploadStore for SqlMetadataStore {
         repository: &RepositoryName,
         location: &LocationId,
     ) -> Result<()> {
+        // A taken id is a conflict, except on a run after the first: the id is new, so the
+        // row can only be this operation's own earlier run, committed with its
+        // acknowledgement lost (see `sql/retry.rs`).
+        let runs = std::sync::atomic::AtomicU32::new(0);
+        let runs = &runs;
         self.retrying("create_upload", Replay::Idempotent, || async move {
+            let replay = runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0;
             let now = now_ms();
-            upload::Entity::insert(upload::ActiveModel {
+            let inserted = upload::Entity::insert(upload::ActiveModel {
                 id: Set(id.to_owned()),
                 repository: Set(repository.to_string()),
                 location: Set(location.to_string()),
@@ -40,13 +46,14 @@ impl UploadStore for SqlMetadataStore {
                 updated_at: Set(now),
                 multipart: Set(None),
             })
-            // The id is new, so a conflict is only this operation's own earlier run, whose
-            // acknowledgement was lost: replays stay harmless.
-            .on_conflict_do_nothing()
             .exec_without_returning(&self.db)
             .await
-            .map_err(|e| db_error("create_upload", e).with_context("upload", id))?;
-            Ok(())
+            .map_err(|e| db_error("create_upload", e).with_context("upload", id));
+            match inserted {
+                Err(e) if replay && e.kind() == quay_core::ErrorKind::Conflict => Ok(()),
+                Err(e) => Err(e),
+                Ok(_) => Ok(()),
+            }
         })
         .await
     }

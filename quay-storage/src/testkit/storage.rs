@@ -943,7 +943,8 @@ pub async fn multipart_upload_assembles_its_parts(cx: &Case<'_>) -> Result<()> {
     cx.engine
         .multipart_put_part(&aborted, &id, 1, chunks([b.clone()]), b.len() as u64)
         .await?;
-    cx.engine.multipart_abort(&aborted, &id).await?;
+    // Aborted once: a second abort of an unknown upload id is NoSuchUpload on S3 but
+    // AccessDenied on s3s-fs, so it proves nothing portable.
     cx.engine.multipart_abort(&aborted, &id).await?;
     assert_kind(
         cx.engine.stat(&aborted).await,
