@@ -131,7 +131,10 @@ impl PlacementIndex for SqlMetadataStore {
     }
 
     async fn removals(&self, digest: &Digest, location: &LocationId) -> Result<u64> {
-        super::gc::removals(&self.db, digest, location, "removals").await
+        self.retrying("removals", Replay::Read, || {
+            super::gc::removals(&self.db, digest, location, "removals")
+        })
+        .await
     }
 
     async fn missing_placements(
