@@ -439,36 +439,21 @@ impl Registry {
                 }
             }
         }
-        // Push-time durability: the other locations' copies, before anything is recorded.
-        let copies = match self.make_durable(digest, rec.size, location, &held).await {
-            Ok(copies) => copies,
-            Err(e) => {
-                if !already_placed {
-                    self.take_back(digest, location).await;
-                }
-                self.discard_session(rec, storage).await;
-                return Err(e);
-            }
+        let commit = BlobCommit {
+            repository: repository.clone(),
+            digest: digest.clone(),
+            size: rec.size,
+            location: location.clone(),
+            upload_id: Some(rec.id.clone()),
+            replicate_to: self.replication_targets(location),
+            removals_seen,
+            copies: Vec::new(),
         };
-        let committed = self
-            .inner
-            .metadata
-            .commit_blob(&BlobCommit {
-                repository: repository.clone(),
-                digest: digest.clone(),
-                size: rec.size,
-                location: location.clone(),
-                upload_id: Some(rec.id.clone()),
-                replicate_to: self.replication_targets(location),
-                removals_seen,
-                copies: copies.clone(),
-            })
-            .await;
-        if let Err(e) = committed {
-            for copy in &copies {
-                self.take_back(digest, &copy.location).await;
+        if let Err(failed) = self.commit_written(commit, &held, !already_placed).await {
+            if failed.before_commit {
+                self.discard_session(rec, storage).await;
             }
-            return Err(e);
+            return Err(failed.error);
         }
         if already_placed {
             if let Some(id) = &state.upload {

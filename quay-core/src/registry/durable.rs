@@ -22,7 +22,7 @@ use super::route::order_placements;
 use super::{Registry, ReplicaOutcome};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
-use crate::metadata::{BlobRecord, PlacedCopy};
+use crate::metadata::{BlobCommit, BlobRecord, PlacedCopy};
 use crate::names::LocationId;
 use crate::storage::StorageEngine;
 
@@ -81,7 +81,56 @@ impl std::str::FromStr for Durability {
     }
 }
 
+/// Why a written blob was not committed by [`Registry::commit_written`].
+pub(super) struct NotCommitted {
+    /// What went wrong.
+    pub(super) error: Error,
+    /// Whether push-time durability failed (before the commit was tried): the upload session
+    /// is of no further use then, whereas after a failed commit the client may retry it.
+    pub(super) before_commit: bool,
+}
+
 impl Registry {
+    /// Commits a blob that is stored at its content-addressed path in `commit.location`:
+    /// first the copies push-time durability asks for (given that `held` hold the blob
+    /// already), then one transaction with the blob, its placement and those copies. When
+    /// anything fails, what this push stored and nothing recorded is taken back: the copies,
+    /// and the object in `commit.location` when `wrote_here`.
+    pub(super) async fn commit_written(
+        &self,
+        mut commit: BlobCommit,
+        held: &[LocationId],
+        wrote_here: bool,
+    ) -> std::result::Result<(), NotCommitted> {
+        let digest = &commit.digest;
+        match self
+            .make_durable(digest, commit.size, &commit.location, held)
+            .await
+        {
+            Ok(copies) => commit.copies = copies,
+            Err(error) => {
+                if wrote_here {
+                    self.take_back(digest, &commit.location).await;
+                }
+                return Err(NotCommitted {
+                    error,
+                    before_commit: true,
+                });
+            }
+        }
+        if let Err(error) = self.inner.metadata.commit_blob(&commit).await {
+            // `take_back` leaves anything that did get recorded (an ambiguous commit).
+            for copy in &commit.copies {
+                self.take_back(&commit.digest, &copy.location).await;
+            }
+            return Err(NotCommitted {
+                error,
+                before_commit: false,
+            });
+        }
+        Ok(())
+    }
+
     /// Makes the copies that push-time durability asks for, of the blob `digest` of `size`
     /// bytes that `source` holds at its content-addressed path, given that `held` hold it
     /// already. Returns the copies made (to commit with the blob). When too few locations

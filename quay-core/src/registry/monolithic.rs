@@ -160,36 +160,19 @@ impl Registry {
             }
             None => return Err(Error::internal("the upload's digest was not computed")),
         }
-        // Push-time durability: the other locations' copies, before anything is recorded.
-        let copies = match self.make_durable(digest, bytes, location, &held).await {
-            Ok(copies) => copies,
-            Err(e) => {
-                if !already_placed {
-                    self.take_back(digest, location).await;
-                }
-                return Err(e);
-            }
+        let commit = BlobCommit {
+            repository: repository.clone(),
+            digest: digest.clone(),
+            size: bytes,
+            location: location.clone(),
+            upload_id,
+            replicate_to: self.replication_targets(location),
+            removals_seen,
+            copies: Vec::new(),
         };
-        let committed = self
-            .inner
-            .metadata
-            .commit_blob(&BlobCommit {
-                repository: repository.clone(),
-                digest: digest.clone(),
-                size: bytes,
-                location: location.clone(),
-                upload_id,
-                replicate_to: self.replication_targets(location),
-                removals_seen,
-                copies: copies.clone(),
-            })
-            .await;
-        if let Err(e) = committed {
-            for copy in &copies {
-                self.take_back(digest, &copy.location).await;
-            }
-            return Err(e);
-        }
+        self.commit_written(commit, &held, !already_placed)
+            .await
+            .map_err(|failed| failed.error)?;
         debug!(size = bytes, %location, "blob committed (one write)");
         Ok(digest.clone())
     }
