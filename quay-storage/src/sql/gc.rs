@@ -31,6 +31,7 @@
 //!   pusher read the location's removal count (`removed_copies`) before it looked at the
 //!   placements and wrote the object: that delete may have removed the new object.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -830,32 +831,15 @@ impl SqlMetadataStore {
             ))
             .await
             .map_err(|e| db_error(op, e))?;
-        let deleted: Vec<String> = deleted
+        let deleted: HashSet<String> = deleted
             .iter()
             .map(|r| get::<String>(r, "digest", op))
             .collect::<Result<_>>()?;
-        let mut out = Vec::new();
-        let mut jobs = Vec::new();
-        for (d, size) in chunk {
-            if !deleted.contains(&d.to_string()) {
-                continue;
-            }
-            let mut locations = Vec::new();
-            for p in &placements {
-                if get::<String>(p, "digest", op)? == d.to_string() {
-                    locations.push(location(&get::<String>(p, "location", op)?)?);
-                }
-            }
-            locations.sort();
-            jobs.extend(specs(quay_core::JobKind::Delete, d, &locations));
-            out.push(CollectedBlob {
-                digest: d.clone(),
-                size: *size,
-                locations,
-            });
-        }
+        // The placements removed, by digest (one pass over the rows, not one per blob).
+        let mut removed: HashMap<String, Vec<LocationId>> = HashMap::new();
         for p in &placements {
-            if !deleted.contains(&get::<String>(p, "digest", op)?) {
+            let d = get::<String>(p, "digest", op)?;
+            if !deleted.contains(&d) {
                 // A blob linked meanwhile (between the two statements) lost its placements in
                 // this transaction: undo it all; the caller retries blob by blob.
                 return Err(Error::new(
@@ -863,6 +847,24 @@ impl SqlMetadataStore {
                     "a blob was linked while it was being collected",
                 ));
             }
+            let l = location(&get::<String>(p, "location", op)?)?;
+            removed.entry(d).or_default().push(l);
+        }
+        let mut out = Vec::new();
+        let mut jobs = Vec::new();
+        for (d, size) in chunk {
+            let key = d.to_string();
+            if !deleted.contains(&key) {
+                continue;
+            }
+            let mut locations = removed.remove(&key).unwrap_or_default();
+            locations.sort();
+            jobs.extend(specs(quay_core::JobKind::Delete, d, &locations));
+            out.push(CollectedBlob {
+                digest: d.clone(),
+                size: *size,
+                locations,
+            });
         }
         insert_jobs(&txn, &jobs, now_ms(), op).await?;
         commit(txn, op).await?;

@@ -71,6 +71,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "job priority",
         statements: job_priority,
     },
+    Migration {
+        version: 10,
+        name: "removed copies by age",
+        statements: removed_copies_by_age,
+    },
 ];
 
 /// Every schema version this build knows, ascending.
@@ -509,6 +514,13 @@ fn job_priority(_backend: DbBackend) -> Vec<String> {
             .to_owned(),
     ]
     .into()
+}
+
+/// Version 10: an index on `removed_copies.removed_at`, so that forgetting day-old removal
+/// counts (done on every recorded removal) is a range read instead of a scan of the table,
+/// which otherwise made a collection pass that removes many copies quadratic. Additive.
+fn removed_copies_by_age(_backend: DbBackend) -> Vec<String> {
+    vec!["CREATE INDEX removed_copies_removed_at ON removed_copies (removed_at)".to_owned()]
 }
 
 /// Version 3: the saved state of a chunked upload that streams into the location's native
