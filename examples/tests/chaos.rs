@@ -76,8 +76,28 @@ impl Drop for Redis {
     }
 }
 
+/// A child process that is killed when dropped, so that a failing test leaves nothing running.
+struct Killed(Child);
+
+impl Killed {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn wait(&mut self) {
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `quayctl worker` process.
-fn start_worker(config: &str, log: &Path) -> Child {
+fn start_worker(config: &str, log: &Path) -> Killed {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -89,6 +109,7 @@ fn start_worker(config: &str, log: &Path) -> Child {
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
+        .map(Killed)
         .unwrap()
 }
 
@@ -422,7 +443,7 @@ fn chaos_soak() {
                     let _ = Command::new("kill")
                         .args(["-9", &worker.id().to_string()])
                         .status();
-                    let _ = worker.wait();
+                    worker.wait();
                     std::thread::sleep(Duration::from_secs(1));
                     worker = start_worker(&cfg, &worker_log);
                     "worker killed (SIGKILL), restarted 1 s later".to_owned()
@@ -499,11 +520,15 @@ fn chaos_soak() {
     let load_ended = Instant::now();
 
     // Converge: replication, then a repairing scrub, replication again, and a clean scrub.
+    // What there is to copy and to read grows with the load: 240 s for the CI's 75 s of load,
+    // and as much again for every further 75 s (a full soak stores several GB per location).
+    let settle = 240 + load_secs.saturating_sub(75) * 240 / 75;
+    let settle_arg = settle.to_string();
     let wait = |what: &str| {
         let out = quayctl(
             &cfg,
-            &["status", "--wait", "--timeout", "240"],
-            Duration::from_secs(270),
+            &["status", "--wait", "--timeout", &settle_arg],
+            Duration::from_secs(settle + 30),
         );
         assert!(
             out.status.success(),
@@ -513,10 +538,10 @@ fn chaos_soak() {
         );
     };
     wait("replication after the load");
-    let repair = quayctl(&cfg, &["scrub", "--repair"], Duration::from_secs(240));
+    let repair = quayctl(&cfg, &["scrub", "--repair"], Duration::from_secs(settle));
     eprintln!("chaos: repairing scrub:\n{}", text(&repair));
     wait("replication after the repair");
-    let scrub = quayctl(&cfg, &["scrub"], Duration::from_secs(240));
+    let scrub = quayctl(&cfg, &["scrub"], Duration::from_secs(settle));
     assert!(
         scrub.status.success(),
         "scrub still finds bad copies:\n{}",
@@ -537,7 +562,7 @@ fn chaos_soak() {
 
     // Garbage collection, then no object without its row and no row without its object.
     std::thread::sleep(Duration::from_secs(6));
-    let gc = quayctl(&cfg, &["gc"], Duration::from_secs(240));
+    let gc = quayctl(&cfg, &["gc"], Duration::from_secs(settle));
     assert!(gc.status.success(), "gc: {}", text(&gc));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -600,7 +625,5 @@ fn chaos_soak() {
     assert!(lost.is_empty(), "acknowledged pushes lost: {lost:#?}");
     assert!(orphans.is_empty(), "{orphans:#?}");
     assert!(acked.len() > 10, "only {} pushes acknowledged", acked.len());
-    let _ = worker.kill();
-    let _ = worker.wait();
-    drop((us, eu));
+    drop((worker, us, eu));
 }
