@@ -42,9 +42,6 @@ cleanup() {
 }
 trap cleanup EXIT
 log() { printf '==> %s\n' "$*" >&2; }
-now() { date +%s.%N; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not up: $1" >&2; return 1; }
 files() { find "$1" -type f | wc -l; }
 
 pg_isready -q -h 127.0.0.1 -p 5432 || {
@@ -59,6 +56,8 @@ fi
 log "building quay-server and quayctl (release)"
 cargo build --release -q -p quay-examples --bin quay-server --bin quayctl
 BIN="$TARGET/release"
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
 IMAGES_PY=scripts/lib/gc-images.py
 
 # quay-server: PostgreSQL, one location on local files; the background collector is off so
@@ -79,11 +78,8 @@ PUSH_TEMP_TAG_EXPIRATION_SEC: 0
 DEFAULT_TAG_EXPIRATION: 0s
 EOF
 Q_PORT="$(free_port)"
-"$BIN/quay-server" --listen "127.0.0.1:$Q_PORT" --data-dir "$WORK/quay" \
-    --config "$WORK/quay/config.yaml" >"$WORK/quay.log" 2>&1 &
-Q_PID=$!
-PIDS+=("$Q_PID")
-wait_up "http://127.0.0.1:$Q_PORT/v2/"
+start_quay "$Q_PORT" "$WORK/quay" "$WORK/quay.log" "$WORK/quay/config.yaml"
+Q_PID=$QUAY_PID
 
 # docker-registry on its filesystem driver, deletes enabled.
 D_PORT="$(free_port)"

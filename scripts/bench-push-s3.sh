@@ -49,9 +49,8 @@ log "writing $SMALL x 64 KiB and $LARGE x 64 MiB blobs"
 head -c "$((SMALL * 65536))" /dev/urandom | split -b 65536 -a 5 - "$WORK/small/b"
 for i in $(seq 1 "$LARGE"); do head -c $((64 << 20)) /dev/urandom >"$WORK/large/b$i"; done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "not up: $1" >&2; return 1; }
-now() { date +%s.%N; }
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
 
 # S3 server.
 ACCESS=bench-access
@@ -82,17 +81,12 @@ DISTRIBUTED_STORAGE_CONFIG:
 DISTRIBUTED_STORAGE_PREFERENCE: [s3]
 DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS: [s3]
 EOF
-"$BIN/quay-server" --listen "127.0.0.1:$S3_PORT" --data-dir "$WORK/q-s3" \
-    --config "$WORK/q-s3/config.yaml" >"$WORK/q-s3.log" 2>&1 &
-S3_PID=$!
-PIDS+=("$S3_PID")
-wait_up "http://127.0.0.1:$S3_PORT/v2/"
+start_quay "$S3_PORT" "$WORK/q-s3" "$WORK/q-s3.log" "$WORK/q-s3/config.yaml"
+S3_PID=$QUAY_PID
 
 # quay-server on local files (the embedded default).
 FS_PORT="$(free_port)"
-"$BIN/quay-server" --listen "127.0.0.1:$FS_PORT" --data-dir "$WORK/q-fs" >"$WORK/q-fs.log" 2>&1 &
-PIDS+=($!)
-wait_up "http://127.0.0.1:$FS_PORT/v2/"
+start_quay "$FS_PORT" "$WORK/q-fs" "$WORK/q-fs.log"
 
 # One curl config of monolithic pushes of every file in a folder, to one server and repo.
 # `next` goes between transfers only: curl 7.88 refuses a config that ends with one ("no URL
