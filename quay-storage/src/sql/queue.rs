@@ -39,7 +39,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Value
 
 use super::convert::{digest, location};
 use super::error::db_error;
-use super::replication::{insert_jobs, placeholders, stmt};
+use super::replication::{insert_jobs, stmt};
 use super::SqlMetadataStore;
 
 /// The job queue in the metadata database.
@@ -351,29 +351,26 @@ impl JobQueue for SqlJobQueue {
 
     async fn complete_all(&self, leases: &[Lease]) -> Result<u64> {
         let op = "complete_all";
-        let mut by_token: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-        for lease in leases {
-            by_token
-                .entry(lease.token.as_str())
-                .or_default()
-                .push(job_id(lease)?);
-        }
         let mut removed = 0;
-        for (token, ids) in by_token {
-            for chunk in ids.chunks(500) {
-                let mut values: Vec<Value> = vec![token.to_owned().into()];
-                values.extend(chunk.iter().map(|id| Value::from(*id)));
-                let sql = format!(
-                    "DELETE FROM replication_jobs WHERE lease_token = $1 AND id IN {}",
-                    placeholders(2, chunk.len())
-                );
-                let res = self
-                    .db
-                    .execute(stmt(self.backend(), &sql, values))
-                    .await
-                    .map_err(|e| db_error(op, e))?;
-                removed += res.rows_affected();
+        // One statement per 500 jobs, whatever claims they came from.
+        for chunk in leases.chunks(500) {
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
+            let mut pairs = Vec::with_capacity(chunk.len());
+            for (i, lease) in chunk.iter().enumerate() {
+                pairs.push(format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
+                values.push(job_id(lease)?.into());
+                values.push(lease.token.clone().into());
             }
+            let sql = format!(
+                "DELETE FROM replication_jobs WHERE (id, lease_token) IN ({})",
+                pairs.join(", ")
+            );
+            let res = self
+                .db
+                .execute(stmt(self.backend(), &sql, values))
+                .await
+                .map_err(|e| db_error(op, e))?;
+            removed += res.rows_affected();
         }
         Ok(removed)
     }
