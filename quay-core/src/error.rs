@@ -150,6 +150,23 @@ impl Error {
         self
     }
 
+    /// A copy of this error for another caller (each request of a batch that failed as a
+    /// whole gets one): kind, message, temporary flag and context; the source, which cannot be
+    /// copied, is kept as text in the message.
+    pub fn duplicate(&self) -> Error {
+        let message = match &self.source {
+            Some(source) => format!("{}: {source}", self.message),
+            None => self.message.clone(),
+        };
+        Error {
+            kind: self.kind,
+            message,
+            temporary: self.temporary,
+            context: self.context.clone(),
+            source: None,
+        }
+    }
+
     /// The kind of error.
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -49,8 +49,8 @@ pub use health::{BreakerConfig, HealthCheck, HealthStatus, HealthTracker, Locati
 pub use manifest::{media_types, parse_manifest, Descriptor, ManifestKind, ParsedManifest};
 pub use metadata::{
     BlobCommit, BlobIndex, BlobRecord, JobOutbox, LocationRemoval, LocationStats, ManifestIndex,
-    ManifestRecord, MetadataStore, NewManifest, Page, PlacedCopy, PlacementIndex, UploadPart,
-    UploadRecord, UploadStore,
+    ManifestRecord, MetadataStore, NewManifest, Page, PlacedCopy, PlacementIndex, PlacementToAdd,
+    UploadPart, UploadRecord, UploadStore,
 };
 pub use names::{LocationId, Reference, RepositoryName, Tag};
 pub use queue::{

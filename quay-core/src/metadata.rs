@@ -210,6 +210,21 @@ pub trait BlobIndex: Send + Sync {
     async fn commit_blob(&self, commit: &BlobCommit) -> Result<()>;
     /// A blob by digest, with its placements, if known anywhere.
     async fn get_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>>;
+    /// For each `(digest, location)`: the blob, as [`get_blob`](Self::get_blob), with its
+    /// [`PlacementIndex::removals`] in `location` when the store reads both in one go (`None`:
+    /// the caller asks `removals` itself). What a copy or a write of a blob into a location
+    /// starts from (the removals are read before anything is written); asked for many blobs
+    /// at once by replication workers. The default reads each blob in turn, without removals.
+    async fn get_blobs_with_removals(
+        &self,
+        wanted: &[(Digest, LocationId)],
+    ) -> Result<Vec<(Option<BlobRecord>, Option<u64>)>> {
+        let mut out = Vec::with_capacity(wanted.len());
+        for (digest, _) in wanted {
+            out.push((self.get_blob(digest).await?, None));
+        }
+        Ok(out)
+    }
     /// A blob linked into `repository`, with its placements.
     async fn repository_blob(
         &self,
@@ -248,6 +263,17 @@ pub struct LocationStats {
     /// When the oldest blob it lacks was committed (`None` when it lacks none): how far
     /// behind the location is.
     pub oldest_missing_at: Option<TimestampMs>,
+}
+
+/// A verified copy to record with [`PlacementIndex::add_placements`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementToAdd {
+    /// The blob.
+    pub digest: Digest,
+    /// The location now holding a verified copy.
+    pub location: LocationId,
+    /// [`PlacementIndex::removals`] of the blob there, read before the copy was written.
+    pub removals_seen: u64,
 }
 
 /// What `remove_location` did.
@@ -289,6 +315,20 @@ pub trait PlacementIndex: Send + Sync {
         location: &LocationId,
         removals_seen: u64,
     ) -> Result<bool>;
+    /// Records many verified copies, each as [`add_placement`](Self::add_placement) would,
+    /// with one answer per copy, in order. A store may record them in one transaction (what
+    /// replication workers use to pay one commit for many copies); the default records each
+    /// in turn.
+    async fn add_placements(&self, copies: &[PlacementToAdd]) -> Vec<Result<bool>> {
+        let mut out = Vec::with_capacity(copies.len());
+        for copy in copies {
+            out.push(
+                self.add_placement(&copy.digest, &copy.location, copy.removals_seen)
+                    .await,
+            );
+        }
+        out
+    }
     /// Counts a deletion of the copy of `digest` in `location`.
     async fn record_removed_copy(&self, digest: &Digest, location: &LocationId) -> Result<()>;
     /// How many deletions of the copy of `digest` in `location` were counted.

@@ -187,7 +187,7 @@ impl RegistryBuilder {
             (None, None) => None,
         };
         let health = Arc::new(HealthTracker::new(config.breaker.clone()));
-        let chunked_buffers = super::chunked::PartBuffers::new(config.upload_part_buffers);
+        let chunked_buffers = super::slots::Slots::new(config.upload_part_buffers);
         let mut layers = self.layers;
         layers.push(Arc::new(HealthLayer::new(health.clone())));
         let locations = self
@@ -208,6 +208,8 @@ impl RegistryBuilder {
                 outbox,
                 drained: Default::default(),
                 part_buffers: chunked_buffers,
+                placements: super::group::GroupCommit::new(super::PLACEMENT_BATCH),
+                reads: super::group::GroupCommit::new(super::PLACEMENT_BATCH),
             }),
         })
     }

@@ -23,7 +23,6 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures::channel::mpsc;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
@@ -33,7 +32,7 @@ use super::Registry;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metadata::{BlobCommit, UploadRecord};
-use crate::names::{LocationId, RepositoryName};
+use crate::names::RepositoryName;
 use crate::sha256_state::Sha256State;
 use crate::storage::{ByteStream, MultipartPart, StorageEngine, MULTIPART_MAX_PARTS};
 
@@ -103,55 +102,6 @@ fn stale_state(id: &str) -> Error {
 
 fn one_chunk(bytes: Bytes) -> ByteStream {
     Box::pin(futures::stream::once(async move { Ok(bytes) }))
-}
-
-/// The process-wide pool of part buffers: a `PATCH` into a multipart upload takes one before
-/// it buffers a byte, and gives it back when it ends.
-pub(crate) struct PartBuffers {
-    tokens: futures::lock::Mutex<mpsc::Receiver<()>>,
-    give_back: mpsc::Sender<()>,
-}
-
-/// A part buffer taken from [`PartBuffers`]; given back when dropped.
-pub(crate) struct PartBuffer {
-    give_back: mpsc::Sender<()>,
-}
-
-impl Drop for PartBuffer {
-    fn drop(&mut self) {
-        // The channel has room for every token: this cannot fail while the pool exists.
-        let _ = self.give_back.try_send(());
-    }
-}
-
-impl PartBuffers {
-    pub(crate) fn new(count: usize) -> Self {
-        let count = count.max(1);
-        let (mut give_back, tokens) = mpsc::channel(count);
-        for _ in 0..count {
-            let _ = give_back.try_send(());
-        }
-        PartBuffers {
-            tokens: futures::lock::Mutex::new(tokens),
-            give_back,
-        }
-    }
-
-    async fn take(&self) -> Result<PartBuffer> {
-        let mut tokens = self.tokens.lock().await;
-        match tokens.next().await {
-            Some(()) => Ok(PartBuffer {
-                give_back: self.give_back.clone(),
-            }),
-            None => Err(Error::internal("the pool of upload part buffers is closed")),
-        }
-    }
-}
-
-impl std::fmt::Debug for PartBuffers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PartBuffers").finish_non_exhaustive()
-    }
 }
 
 impl Registry {
@@ -370,14 +320,8 @@ impl Registry {
         }
         let final_path = digest.object_path();
         let location = &rec.location;
-        let removals_seen = Some(self.inner.metadata.removals(digest, location).await?);
-        let held: Vec<LocationId> = self
-            .inner
-            .metadata
-            .get_blob(digest)
-            .await?
-            .map(|b| b.locations)
-            .unwrap_or_default();
+        let (held, removals) = self.holders_and_removals(digest, location).await?;
+        let removals_seen = Some(removals);
         let already_placed = held.contains(location);
         let path = data_path(&rec.id);
         // The object holding every byte, unless the location has the blob already.

@@ -91,6 +91,28 @@ pub(super) struct NotCommitted {
 }
 
 impl Registry {
+    /// Where `digest` is held, and its [`removals`](crate::PlacementIndex::removals) in
+    /// `location`, read before anything is decided from the placements or written: a delete
+    /// job that removes a former copy of the blob there from then on refuses the commit (the
+    /// object, found or written, may be gone). See `BlobCommit::removals_seen`. One round trip
+    /// where the store reads both at once; otherwise the removals first, then the blob.
+    pub(super) async fn holders_and_removals(
+        &self,
+        digest: &Digest,
+        location: &LocationId,
+    ) -> Result<(Vec<LocationId>, u64)> {
+        let metadata = &self.inner.metadata;
+        let (blob, removals) = self.blob_with_removals(digest, location).await?;
+        let (blob, removals) = match removals {
+            Some(n) => (blob, n),
+            None => {
+                let n = metadata.removals(digest, location).await?;
+                (metadata.get_blob(digest).await?, n)
+            }
+        };
+        Ok((blob.map(|b| b.locations).unwrap_or_default(), removals))
+    }
+
     /// Commits a blob that is stored at its content-addressed path in `commit.location`:
     /// first the copies push-time durability asks for (given that `held` hold the blob
     /// already), then one transaction with the blob, its placement and those copies. When

@@ -9,6 +9,7 @@ mod chunked;
 pub mod copy;
 mod durable;
 mod gc;
+mod group;
 mod image;
 pub mod layers;
 mod manifests;
@@ -16,6 +17,7 @@ mod monolithic;
 mod repair;
 mod replicate;
 pub mod route;
+mod slots;
 mod stream;
 mod uploads;
 
@@ -42,6 +44,7 @@ pub use manifests::{accepts, ManifestPut, TagPage};
 pub use repair::CopyCheck;
 pub use replicate::ReplicaOutcome;
 pub use route::Route;
+pub use slots::{Slot, Slots};
 pub use uploads::{UploadStatus, UploadSweep, TEMPORARY_PREFIX, UPLOADS_PREFIX};
 
 /// How the engine behaves, independent of which backends it runs on.
@@ -110,9 +113,20 @@ struct Inner {
     outbox: Option<Arc<dyn JobQueue>>,
     /// Locations drained by an operator, as last read from the metadata store.
     drained: std::sync::RwLock<std::collections::BTreeSet<LocationId>>,
-    /// The process's part buffers of chunked uploads into multipart uploads.
-    part_buffers: chunked::PartBuffers,
+    /// The process's part buffers of chunked uploads into multipart uploads: a `PATCH` into a
+    /// multipart upload takes one before it buffers a byte, and gives it back when it ends.
+    part_buffers: slots::Slots,
+    /// Verified copies waiting to be recorded, many in one transaction.
+    placements: group::GroupCommit<crate::metadata::PlacementToAdd, bool>,
+    /// Reads of a blob with its removals in a location, many in one statement.
+    reads: group::GroupCommit<(crate::Digest, LocationId), BlobWithRemovals>,
 }
+
+/// A blob (if known) and its removals in a location (if the store read them with it).
+type BlobWithRemovals = (Option<crate::metadata::BlobRecord>, Option<u64>);
+
+/// Most copies recorded in one transaction (see [`Registry::replicate_blob`]).
+const PLACEMENT_BATCH: usize = 64;
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -116,17 +116,8 @@ impl Registry {
     ) -> Result<Digest> {
         let storage = self.location(location)?.clone();
         let path = digest.object_path();
-        // Read before anything is decided from the placements or written: a delete job that
-        // removes a former copy of this blob here from now on refuses the commit. See
-        // `BlobCommit::removals_seen`.
-        let removals_seen = Some(self.inner.metadata.removals(digest, location).await?);
-        let held: Vec<LocationId> = self
-            .inner
-            .metadata
-            .get_blob(digest)
-            .await?
-            .map(|b| b.locations)
-            .unwrap_or_default();
+        let (held, removals) = self.holders_and_removals(digest, location).await?;
+        let removals_seen = Some(removals);
         let already_placed = held.contains(location);
         let (body, check) = checked(body, digest);
         if already_placed {

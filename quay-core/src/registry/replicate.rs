@@ -4,10 +4,11 @@
 use tracing::warn;
 
 use super::copy::{copy_blob, CopyError};
-use super::Registry;
+use super::{Registry, Slots};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::is_outage;
+use crate::metadata::PlacementToAdd;
 use crate::names::LocationId;
 
 /// What a replication or removal came to.
@@ -29,6 +30,44 @@ pub enum ReplicaOutcome {
 }
 
 impl Registry {
+    /// Records a verified copy ([`PlacementIndex::add_placement`]) together with those that
+    /// other tasks of this process record at the same time: one transaction for all of them
+    /// (see `group`), so that many small copies do not each pay a commit.
+    ///
+    /// [`PlacementIndex::add_placement`]: crate::PlacementIndex::add_placement
+    /// [`BlobIndex::get_blobs_with_removals`] of one blob, read together with those that other
+    /// tasks of this process read at the same time (see `group`).
+    ///
+    /// [`BlobIndex::get_blobs_with_removals`]: crate::BlobIndex::get_blobs_with_removals
+    pub(super) async fn blob_with_removals(
+        &self,
+        digest: &Digest,
+        location: &LocationId,
+    ) -> Result<super::BlobWithRemovals> {
+        self.inner
+            .reads
+            .submit((digest.clone(), location.clone()), |batch| {
+                let metadata = self.inner.metadata.clone();
+                async move {
+                    match metadata.get_blobs_with_removals(&batch).await {
+                        Ok(found) => found.into_iter().map(Ok).collect(),
+                        Err(e) => batch.iter().map(|_| Err(e.duplicate())).collect(),
+                    }
+                }
+            })
+            .await
+    }
+
+    pub(super) async fn record_copy(&self, copy: PlacementToAdd) -> Result<bool> {
+        self.inner
+            .placements
+            .submit(copy, |batch| {
+                let metadata = self.inner.metadata.clone();
+                async move { metadata.add_placements(&batch).await }
+            })
+            .await
+    }
+
     /// Copies `digest` into `target` from the nearest healthy location holding it, verified
     /// on the way ([`copy_blob`]), and records the placement. A holder that fails or holds a
     /// corrupt copy is passed over for the next; when the target or every holder is down, the
@@ -39,7 +78,22 @@ impl Registry {
         target: &LocationId,
         readback: bool,
     ) -> Result<ReplicaOutcome> {
-        let Some(blob) = self.inner.metadata.get_blob(digest).await? else {
+        self.replicate_blob_in(digest, target, readback, None).await
+    }
+
+    /// [`replicate_blob`](Self::replicate_blob), where each copy first takes one of
+    /// `copy_slots` (when given) and gives it back as soon as its bytes are written: the
+    /// database reads and writes around the copy do not hold a slot, so a worker that runs more
+    /// jobs than slots keeps its copies in flight while the database works.
+    pub async fn replicate_blob_in(
+        &self,
+        digest: &Digest,
+        target: &LocationId,
+        readback: bool,
+        copy_slots: Option<&Slots>,
+    ) -> Result<ReplicaOutcome> {
+        let (blob, mut removals_read) = self.blob_with_removals(digest, target).await?;
+        let Some(blob) = blob else {
             return Ok(ReplicaOutcome::Noop);
         };
         if blob.locations.contains(target) {
@@ -52,21 +106,32 @@ impl Registry {
         let mut route = self.route(&blob, Some(target));
         let mut last: Option<Error> = None;
         for (source, source_storage) in route.by_ref() {
-            let removals_seen = self.inner.metadata.removals(digest, target).await?;
-            match copy_blob(
+            // Read before each copy (the first one's came with the blob, when the store could).
+            let removals_seen = match removals_read.take() {
+                Some(n) => n,
+                None => self.inner.metadata.removals(digest, target).await?,
+            };
+            let slot = match copy_slots {
+                Some(slots) => Some(slots.take().await?),
+                None => None,
+            };
+            let copied = copy_blob(
                 &source_storage,
                 &target_storage,
                 digest,
                 blob.size,
                 readback,
             )
-            .await
-            {
+            .await;
+            drop(slot);
+            match copied {
                 Ok(()) => {
                     let placed = self
-                        .inner
-                        .metadata
-                        .add_placement(digest, target, removals_seen)
+                        .record_copy(PlacementToAdd {
+                            digest: digest.clone(),
+                            location: target.clone(),
+                            removals_seen,
+                        })
                         .await?;
                     if !placed {
                         // Deleted while we copied: take the copy back out.

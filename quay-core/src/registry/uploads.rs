@@ -280,17 +280,8 @@ impl Registry {
             expected += p.size;
         }
         let final_path = digest.object_path();
-        // Read before anything is decided from the placements or written: a delete job that
-        // removes a former copy of this blob here from now on refuses the commit (the object,
-        // found or written, may be gone). See `BlobCommit::removals_seen`.
-        let removals_seen = Some(self.inner.metadata.removals(digest, &rec.location).await?);
-        let held: Vec<LocationId> = self
-            .inner
-            .metadata
-            .get_blob(digest)
-            .await?
-            .map(|b| b.locations)
-            .unwrap_or_default();
+        let (held, removals) = self.holders_and_removals(digest, &rec.location).await?;
+        let removals_seen = Some(removals);
         let already_placed = held.contains(&rec.location);
 
         // Verify, and produce a verified object to move into place (unless one is there).

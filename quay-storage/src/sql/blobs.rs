@@ -8,9 +8,10 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
 };
 
-use super::convert::{blob_record, location, to_db};
+use super::convert::{blob_record, from_db, location, to_db};
 use super::entities::{blob, blob_placement, repository_blob};
 use super::error::db_error;
+use super::replication::stmt;
 use super::replication::{insert_jobs, specs};
 use super::retry::Replay;
 use super::uploads::delete_upload_rows;
@@ -112,6 +113,23 @@ impl BlobIndex for SqlMetadataStore {
             found
         })
         .await
+    }
+
+    async fn get_blobs_with_removals(
+        &self,
+        wanted: &[(Digest, LocationId)],
+    ) -> Result<Vec<(Option<BlobRecord>, Option<u64>)>> {
+        // One statement for the lot (one snapshot, one round trip): a row per wanted blob and
+        // placement, and one with a NULL size for an unknown blob.
+        let op = "get_blobs_with_removals";
+        let mut out = Vec::with_capacity(wanted.len());
+        for chunk in wanted.chunks(200) {
+            let found = self
+                .retrying(op, Replay::Read, || blobs_with_removals(self, chunk))
+                .await?;
+            out.extend(found);
+        }
+        Ok(out)
     }
 
     async fn repository_blob(
@@ -260,6 +278,64 @@ fn links_of(digest: &str) -> SelectStatement {
 }
 
 /// A blob with its placements, optionally only when linked into `repository`.
+/// [`BlobIndex::get_blobs_with_removals`] for at most a few hundred blobs, in one statement.
+async fn blobs_with_removals(
+    store: &SqlMetadataStore,
+    wanted: &[(Digest, LocationId)],
+) -> Result<Vec<(Option<BlobRecord>, Option<u64>)>> {
+    let op = "get_blobs_with_removals";
+    let mut rows = Vec::with_capacity(wanted.len());
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(wanted.len() * 3);
+    for (i, (digest, location)) in wanted.iter().enumerate() {
+        let b = 1 + 3 * i;
+        rows.push(format!("(CAST(${b} AS BIGINT), ${}, ${})", b + 1, b + 2));
+        values.push((i as i64).into());
+        values.push(digest.to_string().into());
+        values.push(location.to_string().into());
+    }
+    let sql = format!(
+        "WITH v (i, digest, location) AS (VALUES {}) \
+         SELECT v.i AS i, b.size AS size, p.location AS held, \
+         COALESCE((SELECT r.removals FROM removed_copies r \
+                   WHERE r.digest = v.digest AND r.location = v.location), 0) AS removals \
+         FROM v LEFT JOIN blobs b ON b.digest = v.digest \
+         LEFT JOIN blob_placements p ON p.digest = b.digest \
+         ORDER BY v.i, p.created_at, p.location",
+        rows.join(", ")
+    );
+    let found = store
+        .db
+        .query_all(stmt(store.backend(), &sql, values))
+        .await
+        .map_err(|e| db_error(op, e))?;
+    let mut out: Vec<(Option<BlobRecord>, Option<u64>)> = vec![(None, None); wanted.len()];
+    for row in &found {
+        let get_err = |e| db_error(op, e);
+        let i: i64 = row.try_get("", "i").map_err(get_err)?;
+        let Some((slot, (digest, _))) = usize::try_from(i)
+            .ok()
+            .and_then(|i| out.get_mut(i).zip(wanted.get(i)))
+        else {
+            return Err(db_error(op, DbErr::Custom(format!("unexpected row {i}"))));
+        };
+        let removals: i64 = row.try_get("", "removals").map_err(get_err)?;
+        slot.1 = Some(from_db("removals", removals)?);
+        let size: Option<i64> = row.try_get("", "size").map_err(get_err)?;
+        let Some(size) = size else { continue };
+        let record = slot.0.get_or_insert_with(|| BlobRecord {
+            digest: digest.clone(),
+            size: 0,
+            locations: Vec::new(),
+        });
+        record.size = from_db("blob size", size)?;
+        let held: Option<String> = row.try_get("", "held").map_err(get_err)?;
+        if let Some(held) = held {
+            record.locations.push(location(&held)?);
+        }
+    }
+    Ok(out)
+}
+
 async fn find_blob(
     db: &impl ConnectionTrait,
     digest: &Digest,

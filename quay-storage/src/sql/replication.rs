@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use quay_core::metadata::{now_ms, BlobRecord, LocationRemoval, LocationStats, PlacementIndex};
+use quay_core::metadata::{
+    now_ms, BlobRecord, LocationRemoval, LocationStats, PlacementIndex, PlacementToAdd,
+};
 use quay_core::{Digest, Error, ErrorKind, JobSpec, LocationId, Result};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, Value};
 
@@ -66,6 +68,174 @@ pub(crate) async fn insert_jobs(
     Ok(added)
 }
 
+/// `add_placements` (see [`PlacementIndex::add_placement`]): one answer per copy, in order,
+/// or the error that stopped the batch. On PostgreSQL one statement; on SQLite (one writer at a
+/// time) one transaction.
+async fn add_placements_txn(
+    store: &SqlMetadataStore,
+    copies: &[PlacementToAdd],
+) -> Result<Vec<Result<bool>>> {
+    let op = "add_placement";
+    let backend = store.backend();
+    // `VALUES` rows of the copies, their placeholders from `first` on.
+    let rows = |first: usize| -> String {
+        let rows: Vec<String> = (0..copies.len())
+            .map(|i| {
+                let b = first + 3 * i;
+                format!("(${b}, ${}, CAST(${} AS BIGINT))", b + 1, b + 2)
+            })
+            .collect();
+        rows.join(", ")
+    };
+    let mut copy_values: Vec<Value> = Vec::with_capacity(copies.len() * 3);
+    for c in copies {
+        copy_values.push(c.digest.to_string().into());
+        copy_values.push(c.location.to_string().into());
+        copy_values.push(i64::try_from(c.removals_seen).unwrap_or(i64::MAX).into());
+    }
+    let mut values: Vec<Value> = vec![now_ms().into()];
+    values.extend(copy_values.iter().cloned());
+    // A placement is recorded unless a removal of a former copy there is running, or was
+    // counted since the copy began (the copy may have been deleted with it), or the blob is
+    // gone. A pending removal there must not delete the new copy: it is deleted first.
+    let insert_where = "WHERE NOT EXISTS (SELECT 1 FROM replication_jobs j \
+             WHERE j.kind = 'delete' AND j.digest = v.digest AND j.target = v.location \
+             AND {blocking}) \
+         AND COALESCE((SELECT r.removals FROM removed_copies r \
+             WHERE r.digest = v.digest AND r.location = v.location), 0) <= v.seen";
+    let inserted: BTreeSet<(String, String)> = match backend {
+        DbBackend::Postgres => {
+            // One statement, so one snapshot: a pending removal that this statement could not
+            // delete was claimed meanwhile (it is `leased` now, which the snapshot does not
+            // show), and blocks the placement like a running one.
+            let blocking = "(j.state = 'leased' OR (j.state = 'pending' AND NOT EXISTS \
+                (SELECT 1 FROM taken t WHERE t.digest = j.digest AND t.target = j.target)))";
+            let sql = format!(
+                "WITH v (digest, location, seen) AS (VALUES {}), \
+                 taken AS (DELETE FROM replication_jobs j USING v \
+                     WHERE j.kind = 'delete' AND j.state = 'pending' \
+                     AND j.digest = v.digest AND j.target = v.location \
+                     AND EXISTS (SELECT 1 FROM blobs b WHERE b.digest = v.digest) \
+                     RETURNING j.digest, j.target), \
+                 ins AS (INSERT INTO blob_placements (digest, location, created_at) \
+                     SELECT v.digest, v.location, $1 FROM v JOIN blobs b ON b.digest = v.digest \
+                     {} \
+                     ON CONFLICT (digest, location) DO NOTHING RETURNING digest, location), \
+                 fixed AS (DELETE FROM bad_copies c USING ins \
+                     WHERE c.digest = ins.digest AND c.location = ins.location) \
+                 SELECT digest, location FROM ins",
+                rows(2),
+                insert_where.replace("{blocking}", blocking)
+            );
+            let found = store
+                .db
+                .query_all(stmt(backend, &sql, values))
+                .await
+                .map_err(|e| db_error(op, e))?;
+            pairs_of(&found, op)?
+        }
+        _ => {
+            let txn = store.write_txn(op).await?;
+            // One writer at a time: nothing changes between these statements.
+            txn.execute(stmt(
+                backend,
+                &format!(
+                    "WITH v (digest, location, seen) AS (VALUES {}) \
+                     DELETE FROM replication_jobs WHERE kind = 'delete' AND state = 'pending' \
+                     AND EXISTS (SELECT 1 FROM v JOIN blobs b ON b.digest = v.digest \
+                         WHERE v.digest = replication_jobs.digest \
+                         AND v.location = replication_jobs.target)",
+                    rows(1)
+                ),
+                copy_values,
+            ))
+            .await
+            .map_err(|e| db_error(op, e))?;
+            let sql = format!(
+                "WITH v (digest, location, seen) AS (VALUES {}) \
+                 INSERT INTO blob_placements (digest, location, created_at) \
+                 SELECT v.digest, v.location, $1 FROM v JOIN blobs b ON b.digest = v.digest \
+                 {} \
+                 ON CONFLICT (digest, location) DO NOTHING RETURNING digest, location",
+                rows(2),
+                insert_where.replace("{blocking}", "j.state = 'leased'")
+            );
+            let found = txn
+                .query_all(stmt(backend, &sql, values))
+                .await
+                .map_err(|e| db_error(op, e))?;
+            let inserted = pairs_of(&found, op)?;
+            // A verified copy is back: its problem, if one was recorded, is solved.
+            for (d, l) in &inserted {
+                txn.execute(stmt(
+                    backend,
+                    "DELETE FROM bad_copies WHERE digest = $1 AND location = $2",
+                    vec![d.clone().into(), l.clone().into()],
+                ))
+                .await
+                .map_err(|e| db_error(op, e))?;
+            }
+            commit(txn, op).await?;
+            inserted
+        }
+    };
+    let mut answers = Vec::with_capacity(copies.len());
+    for c in copies {
+        let key = (c.digest.to_string(), c.location.to_string());
+        if inserted.contains(&key) {
+            answers.push(Ok(true));
+            continue;
+        }
+        // Not inserted (rare): already placed, the blob gone, or a removal in the way.
+        let row = store
+            .db
+            .query_one(stmt(
+                backend,
+                "SELECT \
+                 (SELECT COUNT(*) FROM blob_placements WHERE digest = $1 AND location = $2) \
+                     AS placed, \
+                 (SELECT COUNT(*) FROM blobs WHERE digest = $1) AS known",
+                vec![key.0.into(), key.1.into()],
+            ))
+            .await
+            .map_err(|e| db_error(op, e))?;
+        let count = |col: &str| -> Result<i64> {
+            match &row {
+                Some(row) => get::<i64>(row, col, op),
+                None => Ok(0),
+            }
+        };
+        answers.push(if count("placed")? > 0 {
+            Ok(true)
+        } else if count("known")? == 0 {
+            Ok(false)
+        } else {
+            Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "a former copy of {} in {} is being removed right now; try again in a \
+                     moment",
+                    c.digest, c.location
+                ),
+            )
+            .with_context("location", &c.location))
+        });
+    }
+    Ok(answers)
+}
+
+/// `(digest, location)` of each row.
+fn pairs_of(rows: &[QueryResult], op: &'static str) -> Result<BTreeSet<(String, String)>> {
+    rows.iter()
+        .map(|row| {
+            Ok((
+                get::<String>(row, "digest", op)?,
+                get::<String>(row, "location", op)?,
+            ))
+        })
+        .collect()
+}
+
 fn get<T: sea_orm::TryGetable>(row: &QueryResult, col: &str, op: &'static str) -> Result<T> {
     row.try_get::<T>("", col).map_err(|e| db_error(op, e))
 }
@@ -78,52 +248,36 @@ impl PlacementIndex for SqlMetadataStore {
         location: &LocationId,
         removals_seen: u64,
     ) -> Result<bool> {
-        self.retrying("add_placement", Replay::Idempotent, || async move {
-            let op = "add_placement";
-            let sql = "INSERT INTO blob_placements (digest, location, created_at) \
-                   SELECT digest, $2, $3 FROM blobs WHERE digest = $1 \
-                   ON CONFLICT (digest, location) DO NOTHING";
-            let txn = self.write_txn(op).await?;
-            let res = txn
-                .execute(stmt(
-                    self.backend(),
-                    sql,
-                    vec![
-                        digest.to_string().into(),
-                        location.to_string().into(),
-                        now_ms().into(),
-                    ],
-                ))
-                .await
-                .map_err(|e| db_error(op, e).with_context("digest", digest))?;
-            if res.rows_affected() > 0 {
-                // A removal of a former copy must not delete this one (see `claim_location…`).
-                super::gc::claim_location_from_delete_jobs(
-                    &txn,
-                    digest,
-                    location,
-                    Some(removals_seen),
-                    op,
-                )
-                .await?;
-                // A verified copy is back: its problem, if one was recorded, is solved.
-                super::repair::resolve(&txn, digest, location, op).await?;
-                commit(txn, op).await?;
-                return Ok(true);
+        let copy = PlacementToAdd {
+            digest: digest.clone(),
+            location: location.clone(),
+            removals_seen,
+        };
+        self.add_placements(std::slice::from_ref(&copy))
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(Error::internal("add_placement got no answer")))
+    }
+
+    async fn add_placements(&self, copies: &[PlacementToAdd]) -> Vec<Result<bool>> {
+        let mut answers = Vec::with_capacity(copies.len());
+        for chunk in copies.chunks(200) {
+            let batch = self
+                .retrying("add_placement", Replay::Idempotent, || async move {
+                    add_placements_txn(self, chunk).await
+                })
+                .await;
+            match batch {
+                Ok(found) => answers.extend(found),
+                // Every copy gets the batch's error; each job retries on its own.
+                Err(e) => answers.extend(
+                    chunk
+                        .iter()
+                        .map(|c| Err(e.duplicate().with_context("digest", &c.digest))),
+                ),
             }
-            // Nothing inserted: already placed (true), or the blob is gone (false).
-            let exists = txn
-                .query_one(stmt(
-                    self.backend(),
-                    "SELECT 1 AS one FROM blob_placements WHERE digest = $1 AND location = $2",
-                    vec![digest.to_string().into(), location.to_string().into()],
-                ))
-                .await
-                .map_err(|e| db_error(op, e))?;
-            commit(txn, op).await?;
-            Ok(exists.is_some())
-        })
-        .await
+        }
+        answers
     }
 
     async fn record_removed_copy(&self, digest: &Digest, location: &LocationId) -> Result<()> {

@@ -137,6 +137,8 @@ macro_rules! __metadata_cases {
             commit_blob_removes_its_upload
             commit_records_its_copies_without_jobs_for_them
             get_unknown_blob_is_none
+            get_blobs_with_removals_agrees_with_its_parts
+            add_placements_answers_each_copy_in_order
             repository_blob_needs_a_link
             link_blob_links_a_known_blob
             link_unknown_blob_is_false_and_creates_nothing

@@ -101,6 +101,100 @@ pub async fn get_unknown_blob_is_none<H: MetadataHarness>(h: &H) -> Result<()> {
     Ok(())
 }
 
+/// `get_blobs_with_removals` agrees with `get_blob` and `removals`, in the order asked, for
+/// known and unknown blobs, the same blob twice, and after a removal of a copy is counted.
+pub async fn get_blobs_with_removals_agrees_with_its_parts<H: MetadataHarness>(
+    h: &H,
+) -> Result<()> {
+    use quay_core::metadata::PlacementIndex;
+    let store = h.open().await?;
+    let (eu, us) = (loc("eu")?, loc("us")?);
+    let one = blob_commit("a", "layer", "us")?;
+    let two = blob_commit("a", "config", "eu")?;
+    store.commit_blob(&one).await?;
+    store.commit_blob(&two).await?;
+    store
+        .commit_blob(&blob_commit("a", "config", "us")?)
+        .await?;
+    store.record_removed_copy(&one.digest, &eu).await?;
+    let wanted = vec![
+        (blob_digest("nothing"), eu.clone()),
+        (one.digest.clone(), eu.clone()),
+        (two.digest.clone(), us.clone()),
+        (one.digest.clone(), us.clone()),
+        (blob_digest("nothing"), us.clone()),
+    ];
+    let found = store.get_blobs_with_removals(&wanted).await?;
+    assert_eq!(found.len(), wanted.len(), "one answer per blob asked");
+    for ((digest, at), (blob, removals)) in wanted.iter().zip(found) {
+        assert_eq!(
+            blob,
+            store.get_blob(digest).await?,
+            "{digest} asked in {at}"
+        );
+        if let Some(n) = removals {
+            assert_eq!(
+                n,
+                store.removals(digest, at).await?,
+                "removals of {digest} in {at}"
+            );
+        }
+    }
+    assert!(store.get_blobs_with_removals(&[]).await?.is_empty());
+    Ok(())
+}
+
+/// `add_placements` answers each copy as `add_placement` would, in order: a new copy is
+/// recorded, a copy already recorded is fine, a copy of an unknown blob is not recorded, and a
+/// copy written before a removal there was counted is refused (`Unavailable`).
+pub async fn add_placements_answers_each_copy_in_order<H: MetadataHarness>(h: &H) -> Result<()> {
+    use quay_core::metadata::{PlacementIndex, PlacementToAdd};
+    let store = h.open().await?;
+    let (eu, us, ap) = (loc("eu")?, loc("us")?, loc("ap")?);
+    let one = blob_commit("a", "layer", "us")?;
+    store.commit_blob(&one).await?;
+    let seen = store.removals(&one.digest, &ap).await?;
+    store.record_removed_copy(&one.digest, &ap).await?;
+    let copy =
+        |digest: &quay_core::Digest, location: &LocationId, removals_seen: u64| PlacementToAdd {
+            digest: digest.clone(),
+            location: location.clone(),
+            removals_seen,
+        };
+    let answers = store
+        .add_placements(&[
+            copy(&one.digest, &eu, 0),
+            copy(&one.digest, &us, 0),
+            copy(&blob_digest("nothing"), &eu, 0),
+            copy(&one.digest, &ap, seen),
+        ])
+        .await;
+    assert_eq!(answers.len(), 4, "one answer per copy");
+    let mut answers = answers.into_iter();
+    assert!(
+        matches!(answers.next(), Some(Ok(true))),
+        "a new copy is recorded"
+    );
+    assert!(
+        matches!(answers.next(), Some(Ok(true))),
+        "a recorded copy is fine"
+    );
+    assert!(
+        matches!(answers.next(), Some(Ok(false))),
+        "an unknown blob is not recorded"
+    );
+    match answers.next() {
+        Some(Err(e)) => assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}"),
+        other => panic!("a copy older than a removal must be refused, got {other:?}"),
+    }
+    let Some(record) = store.get_blob(&one.digest).await? else {
+        panic!("blob gone");
+    };
+    assert_eq!(locations(&record), BTreeSet::from([eu, us]));
+    assert!(store.add_placements(&[]).await.is_empty());
+    Ok(())
+}
+
 /// `repository_blob` answers only for repositories that link the blob.
 pub async fn repository_blob_needs_a_link<H: MetadataHarness>(h: &H) -> Result<()> {
     let store = h.open().await?;

@@ -1,0 +1,231 @@
+//! Group commit: concurrent callers of one operation share a round trip.
+//!
+//! A caller adds its request to a queue and then waits, at the same time, for its answer and
+//! for its turn to lead (a fair lock). The leader takes everything queued (up to a limit), runs
+//! it as one batch, answers each request, and lets the next waiting caller lead. So a batch is
+//! whatever queued while the previous one ran: one caller alone pays no wait, and many callers
+//! pay one round trip (one transaction, one commit) for many requests.
+//!
+//! A leader whose future is dropped mid-batch (its caller went away: a client hung up) drops
+//! that batch's answers: their callers queue their requests again, and the next caller to lead
+//! runs them, so one caller's cancellation never fails another's request. Requests must be
+//! safe to run twice (reads, and writes that are idempotent). A request whose caller went away
+//! is still run; its answer is dropped.
+
+use std::sync::Mutex;
+
+use futures::channel::oneshot;
+use futures::future::{select, Either};
+
+use crate::error::{Error, Result};
+
+type Waiting<Req, Resp> = (Req, oneshot::Sender<Result<Resp>>);
+
+/// Requests of type `Req` answered in batches (see the [module docs](self)).
+pub(crate) struct GroupCommit<Req, Resp> {
+    queue: Mutex<Vec<Waiting<Req, Resp>>>,
+    turn: futures::lock::Mutex<()>,
+    max_batch: usize,
+}
+
+impl<Req: Clone, Resp> GroupCommit<Req, Resp> {
+    /// Batches of at most `max_batch` requests.
+    pub(crate) fn new(max_batch: usize) -> Self {
+        GroupCommit {
+            queue: Mutex::new(Vec::new()),
+            turn: futures::lock::Mutex::new(()),
+            max_batch: max_batch.max(1),
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Waiting<Req, Resp>>> {
+        match self.queue.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Runs `request` in a batch with whatever else is queued: `run` gets the batch and returns
+    /// one answer per request, in order.
+    pub(crate) async fn submit<F, Fut>(&self, request: Req, run: F) -> Result<Resp>
+    where
+        F: Fn(Vec<Req>) -> Fut,
+        Fut: std::future::Future<Output = Vec<Result<Resp>>>,
+    {
+        let (tx, mut rx) = oneshot::channel();
+        self.queue().push((request.clone(), tx));
+        loop {
+            // Not `select!`: a receiver whose sender was dropped counts as terminated there,
+            // and would never be polled to say so.
+            let answer = match select(&mut rx, self.turn.lock()).await {
+                Either::Left((answer, _)) => answer,
+                Either::Right((_turn, _)) => {
+                    let batch: Vec<Waiting<Req, Resp>> = {
+                        let mut queue = self.queue();
+                        let n = queue.len().min(self.max_batch);
+                        queue.drain(..n).collect()
+                    };
+                    if batch.is_empty() {
+                        // An earlier leader took this request: it answers, or drops the sender
+                        // when it goes away.
+                        drop(_turn);
+                        (&mut rx).await
+                    } else {
+                        self.lead(batch, &run).await;
+                        continue;
+                    }
+                }
+            };
+            match answer {
+                Ok(answer) => return answer,
+                Err(oneshot::Canceled) => {
+                    // The batch's leader went away before answering: queue the request again.
+                    let (tx, again) = oneshot::channel();
+                    rx = again;
+                    self.queue().push((request.clone(), tx));
+                }
+            }
+        }
+    }
+
+    /// Runs `batch` and sends each request its answer.
+    async fn lead<F, Fut>(&self, batch: Vec<Waiting<Req, Resp>>, run: &F)
+    where
+        F: Fn(Vec<Req>) -> Fut,
+        Fut: std::future::Future<Output = Vec<Result<Resp>>>,
+    {
+        let (requests, senders): (Vec<Req>, Vec<_>) = batch.into_iter().unzip();
+        let count = senders.len();
+        let mut answers = run(requests).await.into_iter();
+        for sender in senders {
+            let answer = answers.next().unwrap_or_else(|| {
+                Err(Error::internal(format!(
+                    "a batch of {count} requests got fewer answers"
+                )))
+            });
+            let _ = sender.send(answer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_batches_and_get_their_own_answers() {
+        let group = Arc::new(GroupCommit::<u32, u32>::new(64));
+        let batches = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..200u32 {
+            let (group, batches) = (group.clone(), batches.clone());
+            tasks.push(tokio::spawn(async move {
+                group
+                    .submit(i, |reqs| {
+                        let batches = batches.clone();
+                        async move {
+                            batches.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            reqs.into_iter().map(|r| Ok(r * 2)).collect()
+                        }
+                    })
+                    .await
+            }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap().unwrap(), i as u32 * 2);
+        }
+        let n = batches.load(Ordering::Relaxed);
+        assert!(n < 200, "requests were batched: {n} batches for 200");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_leader_does_not_fail_the_others_in_its_batch() {
+        let group = Arc::new(GroupCommit::<u32, u32>::new(64));
+        let answer = |reqs: Vec<u32>| async move { reqs.into_iter().map(Ok).collect::<Vec<_>>() };
+        // Holds the turn while 1 and 2 queue, so that the next leader takes both.
+        let holder = {
+            let group = group.clone();
+            tokio::spawn(async move {
+                group
+                    .submit(0, |reqs| async move {
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        answer(reqs).await
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Leads the batch of 1 and 2 (it waits for the turn first), never finishes it.
+        let stuck = {
+            let group = group.clone();
+            tokio::spawn(async move {
+                group
+                    .submit(1, |_| async {
+                        std::future::pending::<()>().await;
+                        Vec::new()
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let other = {
+            let group = group.clone();
+            tokio::spawn(async move { group.submit(2, answer).await })
+        };
+        assert_eq!(holder.await.unwrap().unwrap(), 0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stuck.abort();
+        assert_eq!(
+            other.await.unwrap().unwrap(),
+            2,
+            "queued again and answered"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_leader_lets_the_next_caller_lead() {
+        let group = Arc::new(GroupCommit::<u32, u32>::new(64));
+        // The leader's batch never finishes; it is dropped.
+        let stuck = {
+            let group = group.clone();
+            tokio::spawn(async move {
+                group
+                    .submit(1, |_| async {
+                        std::future::pending::<()>().await;
+                        Vec::new()
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let queued = {
+            let group = group.clone();
+            tokio::spawn(async move {
+                group
+                    .submit(2, |reqs| async move { reqs.into_iter().map(Ok).collect() })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stuck.abort();
+        assert_eq!(queued.await.unwrap().unwrap(), 2, "the next caller leads");
+        let lone = group
+            .submit(3, |reqs| async move { reqs.into_iter().map(Ok).collect() })
+            .await;
+        assert_eq!(lone.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn missing_answers_are_errors() {
+        let group = GroupCommit::<u32, u32>::new(8);
+        let got = group.submit(1, |_| async { Vec::new() }).await;
+        assert_eq!(got.unwrap_err().kind(), crate::ErrorKind::Internal);
+    }
+}
