@@ -21,12 +21,17 @@
 //!
 //! # Throughput
 //!
-//! The loop keeps a small buffer of claimed jobs, refilled by one claim of up to
-//! `concurrency` jobs when it runs half empty, so that a copy slot that frees up starts its
-//! next job at once instead of waiting for a claim round trip. A buffered job whose lease
-//! aged past a heartbeat interval is renewed before it starts. Finished jobs are handed to a
-//! completer task that removes them in batches ([`JobQueue::complete_all`], one statement per
-//! claim on the SQL queue), off the copy slots' path.
+//! The loop keeps a small buffer of claimed jobs, refilled by one claim when it runs half
+//! empty, so that a job that ends is followed at once instead of after a claim round trip. A
+//! buffered job whose lease aged past a heartbeat interval is renewed before it starts.
+//!
+//! `concurrency` counts copies in flight (slots a job takes only for its copy), and the worker
+//! runs [`JOBS_PER_COPY_SLOT`] times as many jobs: the database work of a job (reading the
+//! blob's record before the copy, recording the placement after it) holds no slot, so copies
+//! go on while it runs. The engine records placements, and reads records, of jobs that run at
+//! the same time together, in one statement or transaction (group commit). Finished jobs are
+//! handed to a completer task that removes them in batches ([`JobQueue::complete_all`], one
+//! statement per batch on the SQL queue), off the jobs' path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +41,7 @@ use std::collections::VecDeque;
 
 use quay_core::config::DEFAULT_LEASE_SECS;
 use quay_core::metadata::now_ms;
+use quay_core::registry::Slots;
 use quay_core::{Error, ErrorKind, FailOutcome, JobKind, JobQueue, Lease, Registry, Result};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -46,7 +52,9 @@ use crate::metrics as m;
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Jobs processed at once.
+    /// Copies in flight at once. Up to twice as many jobs run (see [`JOBS_PER_COPY_SLOT`]):
+    /// the database reads and writes of a job hold no copy slot, so copies go on while they
+    /// run.
     pub concurrency: usize,
     /// Lease taken on each job; a heartbeat extends it every third of it while the job runs,
     /// and the job is abandoned when it could not be renewed in time.
@@ -68,6 +76,11 @@ impl Default for WorkerConfig {
         }
     }
 }
+
+/// Jobs a worker runs per copy slot ([`WorkerConfig::concurrency`]): a job spends part of its
+/// time on database round trips (reading the blob's record before its copy, recording the copy
+/// after it), which the other jobs fill with copies.
+pub const JOBS_PER_COPY_SLOT: usize = 4;
 
 /// What a job came to (the engine's outcome of a copy or removal).
 pub use quay_core::registry::ReplicaOutcome as Outcome;
@@ -129,6 +142,8 @@ pub struct ReplicationWorker {
     queue: Arc<dyn JobQueue>,
     config: WorkerConfig,
     counters: Arc<WorkerCounters>,
+    /// Copies in flight, shared by the jobs (and the clones) of this worker.
+    copy_slots: Arc<Slots>,
 }
 
 impl std::fmt::Debug for ReplicationWorker {
@@ -144,11 +159,13 @@ impl ReplicationWorker {
     /// A worker over `registry`'s metadata and locations, taking jobs from `queue`. Its source
     /// preference is the registry's preference.
     pub fn new(registry: Registry, queue: Arc<dyn JobQueue>, config: WorkerConfig) -> Self {
+        let copy_slots = Arc::new(Slots::new(config.concurrency.max(1)));
         ReplicationWorker {
             registry,
             queue,
             config,
             counters: Arc::default(),
+            copy_slots,
         }
     }
 
@@ -161,11 +178,15 @@ impl ReplicationWorker {
     /// started are given back to the queue).
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let concurrency = self.config.concurrency.max(1);
+        let concurrency = self.config.concurrency.max(1) * JOBS_PER_COPY_SLOT;
         let mut running: JoinSet<()> = JoinSet::new();
         let mut buffer: VecDeque<Claimed> = VecDeque::new();
         let (done_tx, completer) = Completer::spawn(self.queue.clone());
-        info!(concurrency, "replication worker started");
+        info!(
+            copies = self.copy_slots.count(),
+            jobs = concurrency,
+            "replication worker started"
+        );
         let mut progress = Progress::new(self.counters.totals());
         loop {
             progress.maybe_log(self.counters.totals());
@@ -376,7 +397,12 @@ impl ReplicationWorker {
         match spec.kind {
             JobKind::Replicate => {
                 self.registry
-                    .replicate_blob(&spec.digest, &spec.target, self.config.verify_readback)
+                    .replicate_blob_in(
+                        &spec.digest,
+                        &spec.target,
+                        self.config.verify_readback,
+                        Some(&self.copy_slots),
+                    )
                     .await
             }
             JobKind::Delete => self.registry.remove_copy(&spec.digest, &spec.target).await,
