@@ -95,14 +95,19 @@ impl Registry {
     /// `location`, read before anything is decided from the placements or written: a delete
     /// job that removes a former copy of the blob there from then on refuses the commit (the
     /// object, found or written, may be gone). See `BlobCommit::removals_seen`. One round trip
-    /// where the store reads both at once; otherwise the removals first, then the blob.
+    /// where the store reads both at once; otherwise the removals first, then the blob. A push
+    /// waits for nobody: this read is not grouped with others (see `blob_with_removals`).
     pub(super) async fn holders_and_removals(
         &self,
         digest: &Digest,
         location: &LocationId,
     ) -> Result<(Vec<LocationId>, u64)> {
         let metadata = &self.inner.metadata;
-        let (blob, removals) = self.blob_with_removals(digest, location).await?;
+        let (blob, removals) = metadata
+            .get_blobs_with_removals(&[(digest.clone(), location.clone())])
+            .await?
+            .pop()
+            .unwrap_or((None, None));
         let (blob, removals) = match removals {
             Some(n) => (blob, n),
             None => {
