@@ -208,8 +208,8 @@ impl RegistryBuilder {
                 outbox,
                 drained: Default::default(),
                 part_buffers: chunked_buffers,
-                placements: super::group::GroupCommit::new(super::PLACEMENT_BATCH),
-                reads: super::group::GroupCommit::new(super::PLACEMENT_BATCH),
+                placements: super::group::GroupCommit::new(super::GROUP_BATCH),
+                reads: super::group::GroupCommit::new(super::GROUP_BATCH),
             }),
         })
     }

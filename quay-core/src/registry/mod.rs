@@ -125,8 +125,8 @@ struct Inner {
 /// A blob (if known) and its removals in a location (if the store read them with it).
 type BlobWithRemovals = (Option<crate::metadata::BlobRecord>, Option<u64>);
 
-/// Most copies recorded in one transaction (see [`Registry::replicate_blob`]).
-const PLACEMENT_BATCH: usize = 64;
+/// Most requests in one grouped read or write of replication jobs (see `group`).
+const GROUP_BATCH: usize = 64;
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -30,11 +30,6 @@ pub enum ReplicaOutcome {
 }
 
 impl Registry {
-    /// Records a verified copy ([`PlacementIndex::add_placement`]) together with those that
-    /// other tasks of this process record at the same time: one transaction for all of them
-    /// (see `group`), so that many small copies do not each pay a commit.
-    ///
-    /// [`PlacementIndex::add_placement`]: crate::PlacementIndex::add_placement
     /// [`BlobIndex::get_blobs_with_removals`] of one blob, read together with those that other
     /// tasks of this process read at the same time (see `group`).
     ///
@@ -58,6 +53,11 @@ impl Registry {
             .await
     }
 
+    /// Records a verified copy ([`PlacementIndex::add_placement`]) together with those that
+    /// other tasks of this process record at the same time: one transaction for all of them
+    /// (see `group`), so that many small copies do not each pay a commit.
+    ///
+    /// [`PlacementIndex::add_placement`]: crate::PlacementIndex::add_placement
     pub(super) async fn record_copy(&self, copy: PlacementToAdd) -> Result<bool> {
         self.inner
             .placements
