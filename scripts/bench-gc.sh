@@ -34,14 +34,14 @@ TARGET="${CARGO_TARGET_DIR:-target}"
 WORK="$(mktemp -d)"
 DB="quay_bench_gc_$$"
 PIDS=()
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    end_processes
     psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-log() { printf '==> %s\n' "$*" >&2; }
 files() { find "$1" -type f | wc -l; }
 
 pg_isready -q -h 127.0.0.1 -p 5432 || {
@@ -56,8 +56,6 @@ fi
 log "building quay-server and quayctl (release)"
 cargo build --release -q -p quay-examples --bin quay-server --bin quayctl
 BIN="$TARGET/release"
-# shellcheck source=lib/bench.sh
-. scripts/lib/bench.sh
 IMAGES_PY=scripts/lib/gc-images.py
 
 # quay-server: PostgreSQL, one location on local files; the background collector is off so

@@ -26,13 +26,13 @@ CLIENTS="${CLIENTS:-8}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 WORK="$(mktemp -d)"
 PIDS=()
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    end_processes
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-log() { printf '==> %s\n' "$*" >&2; }
 
 # shellcheck source=lib/rclone.sh
 . scripts/lib/rclone.sh
@@ -49,8 +49,6 @@ log "writing $SMALL x 64 KiB and $LARGE x 64 MiB blobs"
 head -c "$((SMALL * 65536))" /dev/urandom | split -b 65536 -a 5 - "$WORK/small/b"
 for i in $(seq 1 "$LARGE"); do head -c $((64 << 20)) /dev/urandom >"$WORK/large/b$i"; done
 
-# shellcheck source=lib/bench.sh
-. scripts/lib/bench.sh
 
 # S3 server.
 ACCESS=bench-access

@@ -1,6 +1,12 @@
 # Sourced by the benchmark scripts: small helpers they share. Expects BIN (the folder of the
 # release binaries) and a PIDS array, whose processes the caller's cleanup ends.
 
+# Ends the processes in PIDS (a cleanup's first step) and waits for them.
+end_processes() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+log() { printf '==> %s\n' "$*" >&2; }
 now() { date +%s.%N; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # Waits until URL answers at all (any status).
