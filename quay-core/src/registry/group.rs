@@ -118,6 +118,28 @@ mod tests {
 
     use super::*;
 
+    /// Answers each request with itself.
+    async fn echo(reqs: Vec<u32>) -> Vec<Result<u32>> {
+        reqs.into_iter().map(Ok).collect()
+    }
+
+    /// Submits `request` with a batch that never finishes: once it leads, it holds the turn
+    /// until aborted.
+    fn spawn_stuck_leader(
+        group: &Arc<GroupCommit<u32, u32>>,
+        request: u32,
+    ) -> tokio::task::JoinHandle<Result<u32>> {
+        let group = group.clone();
+        tokio::spawn(async move {
+            group
+                .submit(request, |_| async {
+                    std::future::pending::<()>().await;
+                    Vec::new()
+                })
+                .await
+        })
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_requests_share_batches_and_get_their_own_answers() {
         let group = Arc::new(GroupCommit::<u32, u32>::new(64));
@@ -148,7 +170,6 @@ mod tests {
     #[tokio::test]
     async fn an_abandoned_leader_does_not_fail_the_others_in_its_batch() {
         let group = Arc::new(GroupCommit::<u32, u32>::new(64));
-        let answer = |reqs: Vec<u32>| async move { reqs.into_iter().map(Ok).collect::<Vec<_>>() };
         // Holds the turn while 1 and 2 queue, so that the next leader takes both.
         let holder = {
             let group = group.clone();
@@ -156,28 +177,18 @@ mod tests {
                 group
                     .submit(0, |reqs| async move {
                         tokio::time::sleep(Duration::from_millis(30)).await;
-                        answer(reqs).await
+                        echo(reqs).await
                     })
                     .await
             })
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
         // Leads the batch of 1 and 2 (it waits for the turn first), never finishes it.
-        let stuck = {
-            let group = group.clone();
-            tokio::spawn(async move {
-                group
-                    .submit(1, |_| async {
-                        std::future::pending::<()>().await;
-                        Vec::new()
-                    })
-                    .await
-            })
-        };
+        let stuck = spawn_stuck_leader(&group, 1);
         tokio::time::sleep(Duration::from_millis(5)).await;
         let other = {
             let group = group.clone();
-            tokio::spawn(async move { group.submit(2, answer).await })
+            tokio::spawn(async move { group.submit(2, echo).await })
         };
         assert_eq!(holder.await.unwrap().unwrap(), 0);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -193,32 +204,16 @@ mod tests {
     async fn an_abandoned_leader_lets_the_next_caller_lead() {
         let group = Arc::new(GroupCommit::<u32, u32>::new(64));
         // The leader's batch never finishes; it is dropped.
-        let stuck = {
-            let group = group.clone();
-            tokio::spawn(async move {
-                group
-                    .submit(1, |_| async {
-                        std::future::pending::<()>().await;
-                        Vec::new()
-                    })
-                    .await
-            })
-        };
+        let stuck = spawn_stuck_leader(&group, 1);
         tokio::time::sleep(Duration::from_millis(20)).await;
         let queued = {
             let group = group.clone();
-            tokio::spawn(async move {
-                group
-                    .submit(2, |reqs| async move { reqs.into_iter().map(Ok).collect() })
-                    .await
-            })
+            tokio::spawn(async move { group.submit(2, echo).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         stuck.abort();
         assert_eq!(queued.await.unwrap().unwrap(), 2, "the next caller leads");
-        let lone = group
-            .submit(3, |reqs| async move { reqs.into_iter().map(Ok).collect() })
-            .await;
+        let lone = group.submit(3, echo).await;
         assert_eq!(lone.unwrap(), 3);
     }
 
