@@ -258,6 +258,33 @@ pub(crate) async fn claim_location_from_delete_jobs(
     Ok(())
 }
 
+/// Runs `delete` on `items` in chunks of [`DELETE_CHUNK`], in order, and gathers what it
+/// deleted. A chunk refused with `Conflict` (a concurrent writer won on one of its rows) is
+/// retried in halves, down to single items; an item still refused alone is skipped. Any other
+/// error stops it.
+async fn in_halving_chunks<'a, T, R, F, Fut>(items: &'a [T], mut delete: F) -> Result<Vec<R>>
+where
+    F: FnMut(&'a [T]) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<R>>>,
+{
+    let mut done = Vec::new();
+    let mut todo: Vec<&'a [T]> = items.chunks(DELETE_CHUNK).rev().collect();
+    while let Some(chunk) = todo.pop() {
+        match delete(chunk).await {
+            Ok(rows) => done.extend(rows),
+            Err(e) if e.kind() == ErrorKind::Conflict => {
+                if chunk.len() > 1 {
+                    let (a, b) = chunk.split_at(chunk.len() / 2);
+                    todo.push(b);
+                    todo.push(a);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 /// The live manifests of every repository, as a recursive common table expression `live`
 /// (see `quay_core::gc`), for cut-offs bound to `$1` (history ended after) and `$2` (pushed
 /// after).
@@ -322,26 +349,10 @@ impl SqlMetadataStore {
         candidates: &[(String, String)],
         op: &'static str,
     ) -> Result<Vec<(String, String)>> {
-        let mut deleted = Vec::new();
-        let mut todo: Vec<&[(String, String)]> = candidates.chunks(DELETE_CHUNK).rev().collect();
-        while let Some(chunk) = todo.pop() {
-            match self
-                .delete_chunk(table, digest_column, condition, params, chunk, op)
-                .await
-            {
-                Ok(rows) => deleted.extend(rows),
-                // Halves until the rows that still fail are found alone, and skipped.
-                Err(e) if e.kind() == ErrorKind::Conflict => {
-                    if chunk.len() > 1 {
-                        let (a, b) = chunk.split_at(chunk.len() / 2);
-                        todo.push(b);
-                        todo.push(a);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(deleted)
+        in_halving_chunks(candidates, |chunk| {
+            self.delete_chunk(table, digest_column, condition, params, chunk, op)
+        })
+        .await
     }
 
     async fn delete_chunk(
@@ -682,23 +693,8 @@ impl GarbageIndex for SqlMetadataStore {
             }
             return Ok(out);
         }
-        let mut out = Vec::new();
-        let mut todo: Vec<&[(Digest, u64)]> = candidates.chunks(DELETE_CHUNK).rev().collect();
-        while let Some(chunk) = todo.pop() {
-            match self.delete_blobs(chunk).await {
-                Ok(done) => out.extend(done),
-                // A blob linked meanwhile: halve until it is alone, and leave it.
-                Err(e) if e.kind() == ErrorKind::Conflict => {
-                    if chunk.len() > 1 {
-                        let (a, b) = chunk.split_at(chunk.len() / 2);
-                        todo.push(b);
-                        todo.push(a);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        // A blob linked meanwhile fails its chunk: halved until it is alone, and left.
+        in_halving_chunks(&candidates, |chunk| self.delete_blobs(chunk)).await
     }
 
     async fn placed_digests(
