@@ -25,13 +25,20 @@
 //! empty, so that a job that ends is followed at once instead of after a claim round trip. A
 //! buffered job whose lease aged past a heartbeat interval is renewed before it starts.
 //!
+//! Right after a claim, the records of all its blobs (placements, and removal counts in the
+//! targets) are read in one statement ([`Registry::read_before_copies`]), and each job starts
+//! its copy from its blob's record instead of reading it alone. A record read before the
+//! copy is all the copy needs (the placement is refused if a removal came in between), and
+//! one that waited longer than a second in the buffer is read again.
+//!
 //! `concurrency` counts copies in flight (slots a job takes only for its copy), and the worker
 //! runs [`JOBS_PER_COPY_SLOT`] times as many jobs: the database work of a job (reading the
 //! blob's record before the copy, recording the placement after it) holds no slot, so copies
-//! go on while it runs. The engine records placements, and reads records, of jobs that run at
-//! the same time together, in one statement or transaction (group commit). Finished jobs are
-//! handed to a completer task that removes them in batches ([`JobQueue::complete_all`], one
-//! statement per batch on the SQL queue), off the jobs' path.
+//! go on while it runs. The engine records placements of jobs that run at the same time
+//! together, in one statement or transaction (group commit), and groups the reads of records
+//! in the same way when jobs read their own. Finished jobs are handed to a completer task that
+//! removes them in batches ([`JobQueue::complete_all`], one statement per batch on the SQL
+//! queue), off the jobs' path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,8 +48,10 @@ use std::collections::VecDeque;
 
 use quay_core::config::DEFAULT_LEASE_SECS;
 use quay_core::metadata::now_ms;
-use quay_core::registry::Slots;
-use quay_core::{Error, ErrorKind, FailOutcome, JobKind, JobQueue, Lease, Registry, Result};
+use quay_core::registry::{BeforeCopy, Slots};
+use quay_core::{
+    Digest, Error, ErrorKind, FailOutcome, JobKind, JobQueue, Lease, LocationId, Registry, Result,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -193,11 +202,10 @@ impl ReplicationWorker {
             while running.try_join_next().is_some() {}
             let mut claimed = 0;
             if buffer.len() <= concurrency / 2 {
-                let at = Instant::now();
-                match self.queue.claim(concurrency, self.config.lease).await {
-                    Ok(leases) => {
-                        claimed = leases.len();
-                        buffer.extend(leases.into_iter().map(|lease| Claimed { lease, at }));
+                match self.claim(concurrency).await {
+                    Ok(jobs) => {
+                        claimed = jobs.len();
+                        buffer.extend(jobs);
                     }
                     Err(e) => warn!(error = %e, "cannot claim replication jobs"),
                 }
@@ -240,19 +248,15 @@ impl ReplicationWorker {
     pub async fn drain(&self, max_rounds: usize) -> Result<usize> {
         let mut handled = 0;
         for _ in 0..max_rounds {
-            let at = Instant::now();
-            let leases = self
-                .queue
-                .claim(self.config.concurrency, self.config.lease)
-                .await?;
-            if leases.is_empty() {
+            let jobs = self.claim(self.config.concurrency).await?;
+            if jobs.is_empty() {
                 break;
             }
-            handled += leases.len();
+            handled += jobs.len();
             let mut set = JoinSet::new();
-            for lease in leases {
+            for job in jobs {
                 let me = self.clone();
-                set.spawn(async move { me.handle(Claimed { lease, at }, None).await });
+                set.spawn(async move { me.handle(job, None).await });
             }
             while set.join_next().await.is_some() {}
         }
@@ -265,7 +269,7 @@ impl ReplicationWorker {
         let c = &self.counters;
         c.running.fetch_add(1, Ordering::Relaxed);
         let _running = Running(&c.running);
-        let Claimed { lease, at } = job;
+        let Claimed { lease, at, before } = job;
         let kind = lease.job.spec.kind;
         let every = self.beat_every();
         // A job that waited in the buffer for a heartbeat interval is renewed before it starts,
@@ -282,7 +286,10 @@ impl ReplicationWorker {
                 }
             }
         }
-        let work = self.process(&lease);
+        // A record read with the claim is used while fresh; an older one is read again.
+        let before =
+            before.and_then(|(read, before)| (read.elapsed() < FRESH_READ).then_some(before));
+        let work = self.process_with(&lease, before);
         let beat = self.heartbeat(&lease, renewed);
         let result = tokio::select! {
             r = work => r,
@@ -391,8 +398,50 @@ impl ReplicationWorker {
         }
     }
 
+    /// Claims up to `max` jobs, and reads what their copies start from (the blobs' records,
+    /// [`Registry::read_before_copies`]) in one go, so that the jobs do not each read their
+    /// own. When that read fails the jobs are still returned, and each reads its record itself.
+    async fn claim(&self, max: usize) -> Result<Vec<Claimed>> {
+        let at = Instant::now();
+        let leases = self.queue.claim(max, self.config.lease).await?;
+        let wanted: Vec<(Digest, LocationId)> = leases
+            .iter()
+            .filter(|l| l.job.spec.kind == JobKind::Replicate)
+            .map(|l| (l.job.spec.digest.clone(), l.job.spec.target.clone()))
+            .collect();
+        let read = Instant::now();
+        let mut befores = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            match self.registry.read_before_copies(&wanted).await {
+                Ok(found) => found,
+                Err(e) => {
+                    debug!(jobs = wanted.len(), error = %e,
+                           "cannot read the claimed jobs' blobs at once; each job reads its own");
+                    Vec::new()
+                }
+            }
+        }
+        .into_iter();
+        Ok(leases
+            .into_iter()
+            .map(|lease| {
+                let before = match lease.job.spec.kind {
+                    JobKind::Replicate => befores.next().map(|b| (read, b)),
+                    JobKind::Delete => None,
+                };
+                Claimed { lease, at, before }
+            })
+            .collect())
+    }
+
     /// Does the job's work.
     pub async fn process(&self, lease: &Lease) -> Result<Outcome> {
+        self.process_with(lease, None).await
+    }
+
+    /// Does the job's work, from the blob's record when it was read already.
+    async fn process_with(&self, lease: &Lease, before: Option<BeforeCopy>) -> Result<Outcome> {
         let spec = &lease.job.spec;
         match spec.kind {
             JobKind::Replicate => {
@@ -402,6 +451,7 @@ impl ReplicationWorker {
                         &spec.target,
                         self.config.verify_readback,
                         Some(&self.copy_slots),
+                        before,
                     )
                     .await
             }
@@ -411,11 +461,18 @@ impl ReplicationWorker {
 }
 
 /// A job claimed at `at` (taken before the claim was sent: its lease ends no sooner than
-/// `at` plus the lease).
+/// `at` plus the lease), with what its copy starts from when that was read with the claim (and
+/// when it was read).
 struct Claimed {
     lease: Lease,
     at: Instant,
+    before: Option<(Instant, BeforeCopy)>,
 }
+
+/// How long a blob's record read with a claim stays good enough to start a copy from; a job
+/// that waited longer in the buffer reads it again. Kept short: a record read earlier can only
+/// make a copy refused or repeated, never wrong, but the fresher, the fewer of those.
+const FRESH_READ: Duration = Duration::from_secs(1);
 
 /// Removes finished jobs from the queue in batches: whatever finished while the previous
 /// batch was being removed goes in the next.

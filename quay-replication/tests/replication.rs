@@ -406,6 +406,70 @@ async fn pull_served_from_afar_jumps_the_queue(postgres: bool) {
     s.finish().await;
 }
 
+/// A worker reads the records of a whole claim before the copies start. A copy started from a
+/// record read before a removal of a former copy is refused (and retried from a fresh read);
+/// one read before the blob was deleted is taken back out. Neither is ever recorded.
+async fn a_copy_from_a_stale_record_is_refused_and_taken_back(postgres: bool) {
+    let s = Setup::new(postgres, true).await;
+    let removed = push(&s.us, "app", b"copied after a removal".to_vec()).await;
+    let deleted = push(&s.us, "app", b"copied after its deletion".to_vec()).await;
+    let eu = id("eu");
+    let wanted = [(removed.clone(), eu.clone()), (deleted.clone(), eu.clone())];
+    let mut before = s.eu.read_before_copies(&wanted).await.unwrap().into_iter();
+    let (before_removal, before_deletion) = (before.next().unwrap(), before.next().unwrap());
+    assert!(before.next().is_none());
+    assert_eq!(
+        before_removal.record.as_ref().map(|r| &r.digest),
+        Some(&removed)
+    );
+    assert_eq!(
+        before_deletion.record.as_ref().map(|r| &r.digest),
+        Some(&deleted)
+    );
+
+    // Meanwhile a former copy of one is removed from eu, and the other blob is deleted.
+    s.store.record_removed_copy(&removed, &eu).await.unwrap();
+    let repo: RepositoryName = "app".parse().unwrap();
+    assert!(s.store.unlink_blob(&repo, &deleted).await.unwrap());
+    assert!(s
+        .store
+        .delete_blob_if_unreferenced(&deleted, false)
+        .await
+        .unwrap()
+        .is_some());
+
+    let refused =
+        s.eu.replicate_blob_in(&removed, &eu, false, None, Some(before_removal))
+            .await
+            .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Unavailable, "{refused}");
+    assert!(refused.is_temporary(), "{refused}");
+    let blob = s.store.get_blob(&removed).await.unwrap().unwrap();
+    assert_eq!(blob.locations, vec![id("us")]);
+    // The job's retry reads afresh, and copies.
+    let retried =
+        s.eu.replicate_blob_in(&removed, &eu, false, None, None)
+            .await
+            .unwrap();
+    assert!(
+        matches!(retried, quay_replication::worker::Outcome::Copied { .. }),
+        "{retried:?}"
+    );
+    assert_eq!(
+        stored_digest(&s.storages[&eu], &removed).await,
+        Some(removed.clone())
+    );
+
+    let outcome =
+        s.eu.replicate_blob_in(&deleted, &eu, false, None, Some(before_deletion))
+            .await
+            .unwrap();
+    assert_eq!(outcome, quay_replication::worker::Outcome::Noop);
+    assert_eq!(stored_digest(&s.storages[&eu], &deleted).await, None);
+    assert!(s.store.get_blob(&deleted).await.unwrap().is_none());
+    s.finish().await;
+}
+
 macro_rules! both {
     ($($case:ident),*) => {
         mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(false).await } )* }
@@ -414,6 +478,7 @@ macro_rules! both {
 }
 
 both!(
+    a_copy_from_a_stale_record_is_refused_and_taken_back,
     corrupt_source_never_lands_in_the_target,
     commit_enqueues_and_worker_copies,
     reconciler_heals_blobs_pushed_before_replication,

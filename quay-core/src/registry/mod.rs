@@ -42,7 +42,7 @@ pub use image::{ImageStatus, LocationImageStatus, MissingBlob};
 pub use layers::{HealthLayer, LayerOrder, StorageLayer};
 pub use manifests::{accepts, ManifestPut, TagPage};
 pub use repair::CopyCheck;
-pub use replicate::ReplicaOutcome;
+pub use replicate::{BeforeCopy, ReplicaOutcome};
 pub use route::Route;
 pub use slots::{Slot, Slots};
 pub use uploads::{UploadStatus, UploadSweep, TEMPORARY_PREFIX, UPLOADS_PREFIX};
@@ -119,11 +119,8 @@ struct Inner {
     /// Verified copies waiting to be recorded, many in one transaction.
     placements: group::GroupCommit<crate::metadata::PlacementToAdd, bool>,
     /// Reads of a blob with its removals in a location, many in one statement.
-    reads: group::GroupCommit<(crate::Digest, LocationId), BlobWithRemovals>,
+    reads: group::GroupCommit<(crate::Digest, LocationId), replicate::BeforeCopy>,
 }
-
-/// A blob (if known) and its removals in a location (if the store read them with it).
-type BlobWithRemovals = (Option<crate::metadata::BlobRecord>, Option<u64>);
 
 /// Most requests in one grouped read or write of replication jobs (see `group`).
 const GROUP_BATCH: usize = 64;

@@ -8,8 +8,20 @@ use super::{Registry, Slots};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::is_outage;
-use crate::metadata::PlacementToAdd;
+use crate::metadata::{BlobRecord, PlacementToAdd};
 use crate::names::LocationId;
+
+/// What a copy of a blob into a location starts from: the blob's record and the count of
+/// removals of former copies there, read before the copy (see
+/// [`Registry::read_before_copies`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeforeCopy {
+    /// The blob with its placements; `None` when it is unknown (deleted meanwhile).
+    pub record: Option<BlobRecord>,
+    /// [`PlacementIndex::removals`](crate::PlacementIndex::removals) in the target, when the
+    /// store read it with the record (`None`: the copy asks for it itself).
+    pub removals: Option<u64>,
+}
 
 /// What a replication or removal came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,19 +50,47 @@ impl Registry {
         &self,
         digest: &Digest,
         location: &LocationId,
-    ) -> Result<super::BlobWithRemovals> {
+    ) -> Result<BeforeCopy> {
         self.inner
             .reads
             .submit((digest.clone(), location.clone()), |batch| {
                 let metadata = self.inner.metadata.clone();
                 async move {
                     match metadata.get_blobs_with_removals(&batch).await {
-                        Ok(found) => found.into_iter().map(Ok).collect(),
+                        Ok(found) => found
+                            .into_iter()
+                            .map(|(record, removals)| Ok(BeforeCopy { record, removals }))
+                            .collect(),
                         Err(e) => batch.iter().map(|_| Err(e.duplicate())).collect(),
                     }
                 }
             })
             .await
+    }
+
+    /// What copies of each `(digest, target)` start from, read in one go (one statement on
+    /// the SQL store): a worker reads them for a whole claim of jobs and hands each to
+    /// [`replicate_blob_in`](Self::replicate_blob_in), instead of each job reading its own.
+    /// Answers are in the order asked.
+    pub async fn read_before_copies(
+        &self,
+        wanted: &[(Digest, LocationId)],
+    ) -> Result<Vec<BeforeCopy>> {
+        let found = self.inner.metadata.get_blobs_with_removals(wanted).await?;
+        if found.len() != wanted.len() {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "the metadata store answered {} of {} blob reads",
+                    found.len(),
+                    wanted.len()
+                ),
+            ));
+        }
+        Ok(found
+            .into_iter()
+            .map(|(record, removals)| BeforeCopy { record, removals })
+            .collect())
     }
 
     /// Records a verified copy ([`PlacementIndex::add_placement`]) together with those that
@@ -78,21 +118,36 @@ impl Registry {
         target: &LocationId,
         readback: bool,
     ) -> Result<ReplicaOutcome> {
-        self.replicate_blob_in(digest, target, readback, None).await
+        self.replicate_blob_in(digest, target, readback, None, None)
+            .await
     }
 
     /// [`replicate_blob`](Self::replicate_blob), where each copy first takes one of
     /// `copy_slots` (when given) and gives it back as soon as its bytes are written: the
     /// database reads and writes around the copy do not hold a slot, so a worker that runs more
     /// jobs than slots keeps its copies in flight while the database works.
+    ///
+    /// `before` is what the copy starts from when the caller read it already
+    /// ([`read_before_copies`](Self::read_before_copies)); it must have been read after the
+    /// job was claimed, and recently: a record read earlier may miss a removal (which only
+    /// makes the placement refused, and the copy taken back out) or a copy made meanwhile
+    /// (which makes the job copy again). Without it the record is read here.
     pub async fn replicate_blob_in(
         &self,
         digest: &Digest,
         target: &LocationId,
         readback: bool,
         copy_slots: Option<&Slots>,
+        before: Option<BeforeCopy>,
     ) -> Result<ReplicaOutcome> {
-        let (blob, mut removals_read) = self.blob_with_removals(digest, target).await?;
+        let before = match before {
+            Some(before) => before,
+            None => self.blob_with_removals(digest, target).await?,
+        };
+        let BeforeCopy {
+            record: blob,
+            removals: mut removals_read,
+        } = before;
         let Some(blob) = blob else {
             return Ok(ReplicaOutcome::Noop);
         };
