@@ -116,27 +116,40 @@ impl Registry {
     ) -> Result<Digest> {
         let storage = self.location(location)?.clone();
         let path = digest.object_path();
-        let (held, removals) = self.holders_and_removals(digest, location).await?;
-        let removals_seen = Some(removals);
-        let already_placed = held.contains(location);
         let (body, check) = checked(body, digest);
-        if already_placed {
-            // The location holds the blob: verify the bytes without storing them again.
-            drain(body).await?;
-        } else {
-            let written = match size {
+        // The blob's record is read while the body streams into the write, instead of before
+        // it: one round trip less per push. The read must still end before the write can
+        // land (a removal counted after it must refuse the commit, see
+        // `holders_and_removals`), so the body's end waits for it, and a failed read fails
+        // the stream: the write stores nothing.
+        let (read_done, read_ended) = futures::channel::oneshot::channel::<bool>();
+        let read = async {
+            let read = self.holders_and_removals(digest, location).await;
+            let _ = read_done.send(read.is_ok());
+            read
+        };
+        let body = after_read(body, read_ended);
+        let write = async {
+            match size {
                 Some(size) => storage.write_sized(&path, body, size).await,
                 None => storage.write(&path, body).await,
-            };
-            if let Err(e) = written {
-                // The digest check fails the stream, so the write stored nothing; the
-                // error the stream carried is what the write reports.
-                let (_, got) = check.outcome();
-                return Err(match got {
-                    Some(got) if &got != digest => mismatch(&got, digest),
-                    _ => e,
-                });
             }
+        };
+        let (read, written) = futures::join!(read, write);
+        let (held, removals) = read?;
+        let removals_seen = Some(removals);
+        // Where the location held the blob already, the write replaced it with the same
+        // bytes (a write is atomic, and a mismatch stores nothing); that copy is not this
+        // push's to take back.
+        let already_placed = held.contains(location);
+        if let Err(e) = written {
+            // The digest check fails the stream, so the write stored nothing; the error the
+            // stream carried is what the write reports.
+            let (_, got) = check.outcome();
+            return Err(match got {
+                Some(got) if &got != digest => mismatch(&got, digest),
+                _ => e,
+            });
         }
         let (bytes, got) = check.outcome();
         match got {
@@ -169,11 +182,21 @@ impl Registry {
     }
 }
 
-async fn drain(mut stream: ByteStream) -> Result<()> {
-    while let Some(chunk) = stream.next().await {
-        chunk?;
-    }
-    Ok(())
+/// `body`, whose end waits for `read` (the blob's record, read beside the write): a writer
+/// that holds back its last bytes until its input ends (as every backend's write does) cannot
+/// finish before the read has. When the read failed (or was dropped), the stream fails.
+fn after_read(body: ByteStream, read: futures::channel::oneshot::Receiver<bool>) -> ByteStream {
+    let end = futures::stream::once(async move {
+        match read.await {
+            Ok(true) => None,
+            _ => Some(Err(Error::new(
+                ErrorKind::Unavailable,
+                "the blob's record could not be read; the write was abandoned",
+            ))),
+        }
+    })
+    .filter_map(futures::future::ready);
+    Box::pin(body.chain(end))
 }
 
 async fn remove_object(storage: &Arc<dyn StorageEngine>, path: &str, location: &LocationId) {
