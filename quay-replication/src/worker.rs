@@ -475,12 +475,17 @@ struct Claimed {
 const FRESH_READ: Duration = Duration::from_secs(1);
 
 /// Removes finished jobs from the queue in batches: whatever finished while the previous
-/// batch was being removed goes in the next.
+/// batch was being removed, or within [`Completer::LINGER`] of the first job of a batch, goes
+/// in it. A finished job is off the jobs' path, so waiting costs nothing but a job row that
+/// stays a little longer (its copy is recorded: were it claimed again, it would end as a no-op).
 struct Completer;
 
 impl Completer {
     /// Most jobs removed in one call.
     const BATCH: usize = 256;
+    /// How long a batch waits for more finished jobs once it has one: at hundreds of jobs a
+    /// second, one statement removes tens of them instead of one or two.
+    const LINGER: Duration = Duration::from_millis(20);
 
     fn spawn(
         queue: Arc<dyn JobQueue>,
@@ -489,6 +494,15 @@ impl Completer {
         let task = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(Self::BATCH);
             while rx.recv_many(&mut batch, Self::BATCH).await > 0 {
+                let linger = tokio::time::sleep(Self::LINGER);
+                tokio::pin!(linger);
+                while batch.len() < Self::BATCH {
+                    let room = Self::BATCH - batch.len();
+                    tokio::select! {
+                        _ = &mut linger => break,
+                        got = rx.recv_many(&mut batch, room) => if got == 0 { break },
+                    }
+                }
                 match queue.complete_all(&batch).await {
                     Ok(removed) if removed < batch.len() as u64 => debug!(
                         lost = batch.len() as u64 - removed,
