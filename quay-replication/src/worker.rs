@@ -31,8 +31,9 @@
 //! copy is all the copy needs (the placement is refused if a removal came in between), and
 //! one that waited longer than a second in the buffer is read again.
 //!
-//! `concurrency` counts copies in flight (slots a job takes only for its copy), and the worker
-//! runs [`JOBS_PER_COPY_SLOT`] times as many jobs: the database work of a job (reading the
+//! `concurrency` counts copies in flight (slots a job takes only for its copy; a copy of a
+//! blob under [`SMALL_COPY_BYTES`](quay_core::registry::SMALL_COPY_BYTES) takes half a slot, see [`CopySlots`]), and the worker runs
+//! [`JOBS_PER_COPY_SLOT`] times as many jobs: the database work of a job (reading the
 //! blob's record before the copy, recording the placement after it) holds no slot, so copies
 //! go on while it runs. The engine records placements of jobs that run at the same time
 //! together, in one statement or transaction (group commit), and groups the reads of records
@@ -48,7 +49,7 @@ use std::collections::VecDeque;
 
 use quay_core::config::DEFAULT_LEASE_SECS;
 use quay_core::metadata::now_ms;
-use quay_core::registry::{BeforeCopy, Slots};
+use quay_core::registry::{BeforeCopy, CopySlots};
 use quay_core::{
     Digest, Error, ErrorKind, FailOutcome, JobKind, JobQueue, Lease, LocationId, Registry, Result,
 };
@@ -61,9 +62,10 @@ use crate::metrics as m;
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Copies in flight at once. Up to twice as many jobs run (see [`JOBS_PER_COPY_SLOT`]):
-    /// the database reads and writes of a job hold no copy slot, so copies go on while they
-    /// run.
+    /// Copies in flight at once; copies of blobs under [`SMALL_COPY_BYTES`](quay_core::registry::SMALL_COPY_BYTES) count half (their
+    /// time goes to round trips, not bandwidth). [`JOBS_PER_COPY_SLOT`] times as many jobs
+    /// run: the database reads and writes of a job hold no copy slot, so copies go on while
+    /// they run.
     pub concurrency: usize,
     /// Lease taken on each job; a heartbeat extends it every third of it while the job runs,
     /// and the job is abandoned when it could not be renewed in time.
@@ -152,7 +154,7 @@ pub struct ReplicationWorker {
     config: WorkerConfig,
     counters: Arc<WorkerCounters>,
     /// Copies in flight, shared by the jobs (and the clones) of this worker.
-    copy_slots: Arc<Slots>,
+    copy_slots: Arc<CopySlots>,
 }
 
 impl std::fmt::Debug for ReplicationWorker {
@@ -168,7 +170,7 @@ impl ReplicationWorker {
     /// A worker over `registry`'s metadata and locations, taking jobs from `queue`. Its source
     /// preference is the registry's preference.
     pub fn new(registry: Registry, queue: Arc<dyn JobQueue>, config: WorkerConfig) -> Self {
-        let copy_slots = Arc::new(Slots::new(config.concurrency.max(1)));
+        let copy_slots = Arc::new(CopySlots::new(config.concurrency));
         ReplicationWorker {
             registry,
             queue,
@@ -192,7 +194,7 @@ impl ReplicationWorker {
         let mut buffer: VecDeque<Claimed> = VecDeque::new();
         let (done_tx, completer) = Completer::spawn(self.queue.clone());
         info!(
-            copies = self.copy_slots.count(),
+            copies = self.copy_slots.copies(),
             jobs = concurrency,
             "replication worker started"
         );

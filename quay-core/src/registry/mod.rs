@@ -42,7 +42,7 @@ pub use image::{ImageStatus, LocationImageStatus, MissingBlob};
 pub use layers::{HealthLayer, LayerOrder, StorageLayer};
 pub use manifests::{accepts, ManifestPut, TagPage};
 pub use repair::CopyCheck;
-pub use replicate::{BeforeCopy, ReplicaOutcome};
+pub use replicate::{BeforeCopy, CopySlots, ReplicaOutcome, SMALL_COPY_BYTES};
 pub use route::Route;
 pub use slots::{Slot, Slots};
 pub use uploads::{UploadStatus, UploadSweep, TEMPORARY_PREFIX, UPLOADS_PREFIX};

@@ -4,12 +4,45 @@
 use tracing::warn;
 
 use super::copy::{copy_blob, CopyError};
-use super::{Registry, Slots};
+use super::{Registry, Slot, Slots};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::is_outage;
 use crate::metadata::{BlobRecord, PlacementToAdd};
 use crate::names::LocationId;
+
+/// Blobs smaller than this are copied two at a time per copy slot (see [`CopySlots`]).
+pub const SMALL_COPY_BYTES: u64 = 1 << 20;
+
+/// A worker's copies in flight: `copies` copies of large blobs, or twice as many copies of
+/// blobs under [`SMALL_COPY_BYTES`]. A small copy is two short requests whose time is spent on
+/// round trips, not bandwidth, so it takes half a slot; a copy holds its slot only while its
+/// bytes move.
+#[derive(Debug)]
+pub struct CopySlots {
+    halves: Slots,
+}
+
+impl CopySlots {
+    /// Room for `copies` large copies (at least one) at once.
+    pub fn new(copies: usize) -> Self {
+        CopySlots {
+            halves: Slots::new(copies.max(1) * 2),
+        }
+    }
+
+    /// Copies of large blobs this allows at once.
+    pub fn copies(&self) -> usize {
+        self.halves.count() / 2
+    }
+
+    /// Waits for room for a copy of a `size`-byte blob and takes it (given back when the
+    /// returned slot is dropped).
+    pub async fn take(&self, size: u64) -> Result<Slot> {
+        let halves = if size < SMALL_COPY_BYTES { 1 } else { 2 };
+        self.halves.take_many(halves).await
+    }
+}
 
 /// What a copy of a blob into a location starts from: the blob's record and the count of
 /// removals of former copies there, read before the copy (see
@@ -122,7 +155,7 @@ impl Registry {
             .await
     }
 
-    /// [`replicate_blob`](Self::replicate_blob), where each copy first takes one of
+    /// [`replicate_blob`](Self::replicate_blob), where each copy first takes room in
     /// `copy_slots` (when given) and gives it back as soon as its bytes are written: the
     /// database reads and writes around the copy do not hold a slot, so a worker that runs more
     /// jobs than slots keeps its copies in flight while the database works.
@@ -137,7 +170,7 @@ impl Registry {
         digest: &Digest,
         target: &LocationId,
         readback: bool,
-        copy_slots: Option<&Slots>,
+        copy_slots: Option<&CopySlots>,
         before: Option<BeforeCopy>,
     ) -> Result<ReplicaOutcome> {
         let before = match before {
@@ -167,7 +200,7 @@ impl Registry {
                 None => self.inner.metadata.removals(digest, target).await?,
             };
             let slot = match copy_slots {
-                Some(slots) => Some(slots.take().await?),
+                Some(slots) => Some(slots.take(blob.size).await?),
                 None => None,
             };
             let copied = copy_blob(
@@ -266,5 +299,35 @@ impl Registry {
             ))),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use futures::FutureExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn small_copies_take_half_a_slot() {
+        let slots = CopySlots::new(2);
+        assert_eq!(slots.copies(), 2);
+        let large = slots.take(SMALL_COPY_BYTES).await.unwrap();
+        let small = [
+            slots.take(SMALL_COPY_BYTES - 1).await.unwrap(),
+            slots.take(0).await.unwrap(),
+        ];
+        assert!(
+            slots.take(1).now_or_never().is_none(),
+            "one large and two small copies fill two slots"
+        );
+        drop(small);
+        assert!(
+            slots.take(SMALL_COPY_BYTES).now_or_never().is_some(),
+            "two small copies free a slot for a large one"
+        );
+        drop(large);
     }
 }
