@@ -32,8 +32,8 @@
 //! one that waited longer than a second in the buffer is read again.
 //!
 //! `concurrency` counts copies in flight (slots a job takes only for its copy; a copy of a
-//! blob under [`SMALL_COPY_BYTES`](quay_core::registry::SMALL_COPY_BYTES) takes half a slot, see [`CopySlots`]), and the worker runs
-//! [`JOBS_PER_COPY_SLOT`] times as many jobs: the database work of a job (reading the
+//! blob under [`SMALL_COPY_BYTES`](quay_core::registry::SMALL_COPY_BYTES) takes half a slot,
+//! see [`CopySlots`]), and the worker runs [`JOBS_PER_COPY_SLOT`] times as many jobs: the database work of a job (reading the
 //! blob's record before the copy, recording the placement after it) holds no slot, so copies
 //! go on while it runs. The engine records placements of jobs that run at the same time
 //! together, in one statement or transaction (group commit), and groups the reads of records
@@ -62,8 +62,9 @@ use crate::metrics as m;
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Copies in flight at once; copies of blobs under [`SMALL_COPY_BYTES`](quay_core::registry::SMALL_COPY_BYTES) count half (their
-    /// time goes to round trips, not bandwidth). [`JOBS_PER_COPY_SLOT`] times as many jobs
+    /// Copies in flight at once; copies of blobs under
+    /// [`SMALL_COPY_BYTES`](quay_core::registry::SMALL_COPY_BYTES) count half (their time goes
+    /// to round trips, not bandwidth). [`JOBS_PER_COPY_SLOT`] times as many jobs
     /// run: the database reads and writes of a job hold no copy slot, so copies go on while
     /// they run.
     pub concurrency: usize,
@@ -472,8 +473,9 @@ struct Claimed {
 }
 
 /// How long a blob's record read with a claim stays good enough to start a copy from; a job
-/// that waited longer in the buffer reads it again. Kept short: a record read earlier can only
-/// make a copy refused or repeated, never wrong, but the fresher, the fewer of those.
+/// that waited longer in the buffer reads it again. Kept short: an older record can only make
+/// a copy refused (and retried) or repeated, never wrong (the engine reads again any record
+/// that would end a job without a copy), but the fresher, the fewer of those.
 const FRESH_READ: Duration = Duration::from_secs(1);
 
 /// Removes finished jobs from the queue in batches: whatever finished while the previous

@@ -408,7 +408,8 @@ async fn pull_served_from_afar_jumps_the_queue(postgres: bool) {
 
 /// A worker reads the records of a whole claim before the copies start. A copy started from a
 /// record read before a removal of a former copy is refused (and retried from a fresh read);
-/// one read before the blob was deleted is taken back out. Neither is ever recorded.
+/// one read before the blob was deleted is taken back out. Neither is ever recorded. A record
+/// that says the target holds the blob is read again: its copy may have been removed since.
 async fn a_copy_from_a_stale_record_is_refused_and_taken_back(postgres: bool) {
     let s = Setup::new(postgres, true).await;
     let removed = push(&s.us, "app", b"copied after a removal".to_vec()).await;
@@ -467,6 +468,32 @@ async fn a_copy_from_a_stale_record_is_refused_and_taken_back(postgres: bool) {
     assert_eq!(outcome, quay_replication::worker::Outcome::Noop);
     assert_eq!(stored_digest(&s.storages[&eu], &deleted).await, None);
     assert!(s.store.get_blob(&deleted).await.unwrap().is_none());
+
+    // `removed` is in eu now. A record says so; then eu's copy is found bad and its placement
+    // dropped. The job started from that record copies it again instead of ending as done.
+    let held =
+        s.eu.read_before_copies(&[(removed.clone(), eu.clone())])
+            .await
+            .unwrap()
+            .remove(0);
+    assert!(held.record.as_ref().unwrap().locations.contains(&eu));
+    let dropped = quay_core::RepairIndex::record_bad_copy(
+        &s.store,
+        &removed,
+        &eu,
+        quay_core::CopyProblem::Corrupt,
+    )
+    .await
+    .unwrap();
+    assert!(dropped, "us holds it too, so eu's placement goes");
+    let again =
+        s.eu.replicate_blob_in(&removed, &eu, false, None, Some(held))
+            .await
+            .unwrap();
+    assert!(
+        matches!(again, quay_replication::worker::Outcome::Copied { .. }),
+        "{again:?}"
+    );
     s.finish().await;
 }
 

@@ -162,9 +162,12 @@ impl Registry {
     ///
     /// `before` is what the copy starts from when the caller read it already
     /// ([`read_before_copies`](Self::read_before_copies)); it must have been read after the
-    /// job was claimed, and recently: a record read earlier may miss a removal (which only
+    /// job was claimed, and recently. A record read earlier may miss a removal (which only
     /// makes the placement refused, and the copy taken back out) or a copy made meanwhile
-    /// (which makes the job copy again). Without it the record is read here.
+    /// (which makes the job copy again). The two answers that would end the job without a
+    /// copy (the blob is unknown; the target holds it) are read again here, since the blob
+    /// may have been pushed again, or the target's copy removed, since. Without `before` the
+    /// record is read here.
     pub async fn replicate_blob_in(
         &self,
         digest: &Digest,
@@ -174,8 +177,15 @@ impl Registry {
         before: Option<BeforeCopy>,
     ) -> Result<ReplicaOutcome> {
         let before = match before {
-            Some(before) => before,
-            None => self.blob_with_removals(digest, target).await?,
+            Some(before)
+                if before
+                    .record
+                    .as_ref()
+                    .is_some_and(|b| !b.locations.contains(target)) =>
+            {
+                before
+            }
+            _ => self.blob_with_removals(digest, target).await?,
         };
         let BeforeCopy {
             record: blob,
