@@ -136,6 +136,7 @@ macro_rules! __metadata_cases {
             commit_blob_in_another_location_adds_placement
             commit_blob_removes_its_upload
             commit_records_its_copies_without_jobs_for_them
+            commit_blob_yields_to_removals_of_its_location
             get_unknown_blob_is_none
             get_blobs_with_removals_agrees_with_its_parts
             add_placements_answers_each_copy_in_order

@@ -402,6 +402,89 @@ pub async fn commits_record_their_jobs_in_the_outbox<H: MetadataHarness>(h: &H) 
     Ok(())
 }
 
+/// A commit into a location yields to removals of a former copy there: one counted since the
+/// commit's read (`removals_seen`) or one running now (a leased delete job) refuses it with a
+/// temporary `Unavailable` and records nothing; a delete job still pending is taken over (the
+/// commit removes it, so that it never deletes the new copy).
+pub async fn commit_blob_yields_to_removals_of_its_location<H: MetadataHarness>(
+    h: &H,
+) -> Result<()> {
+    use quay_core::metadata::PlacementIndex;
+    use quay_core::{JobKind, JobOutbox};
+    let store = h.open().await?;
+    let us = loc("us")?;
+    let refused = |result: Result<()>, what: &str| match result {
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "{what}: {e}");
+            assert!(e.is_temporary(), "{what}: {e}");
+        }
+        Ok(()) => panic!("{what}: the commit was accepted"),
+    };
+
+    // A removal counted since the commit read the count.
+    let mut commit = blob_commit("a", "removed since", "us")?;
+    let seen = store.removals(&commit.digest, &us).await?;
+    store.record_removed_copy(&commit.digest, &us).await?;
+    commit.removals_seen = Some(seen);
+    refused(store.commit_blob(&commit).await, "removal since the read");
+    assert!(
+        store.get_blob(&commit.digest).await?.is_none(),
+        "nothing recorded"
+    );
+    commit.removals_seen = Some(store.removals(&commit.digest, &us).await?);
+    store.commit_blob(&commit).await?;
+    assert!(
+        store.get_blob(&commit.digest).await?.is_some(),
+        "a fresh read commits"
+    );
+
+    let Some(outbox) = store.outbox() else {
+        return Ok(());
+    };
+    // A blob deleted with a delete job for its copy in us, then pushed there again.
+    let deleted_then = |seed: &'static str| {
+        let store = &store;
+        async move {
+            let commit = blob_commit("a", seed, "us")?;
+            store.commit_blob(&commit).await?;
+            assert!(
+                store
+                    .unlink_blob(&commit.repository, &commit.digest)
+                    .await?
+            );
+            let former = store
+                .delete_blob_if_unreferenced(&commit.digest, true)
+                .await?;
+            assert_eq!(former, Some(vec![loc("us")?]));
+            Ok::<_, quay_core::Error>(commit)
+        }
+    };
+    // The delete job is running: the commit is refused.
+    let mut running = deleted_then("removal running").await?;
+    let leases = outbox.claim(10, std::time::Duration::from_secs(60)).await?;
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].job.spec.kind, JobKind::Delete);
+    running.removals_seen = Some(store.removals(&running.digest, &us).await?);
+    refused(store.commit_blob(&running).await, "removal running");
+    assert!(
+        store.get_blob(&running.digest).await?.is_none(),
+        "nothing recorded"
+    );
+    outbox.complete_all(&leases).await?;
+
+    // The delete job is still pending: the commit takes it over.
+    let mut pending = deleted_then("removal pending").await?;
+    pending.removals_seen = Some(store.removals(&pending.digest, &us).await?);
+    store.commit_blob(&pending).await?;
+    let Some(record) = store.get_blob(&pending.digest).await? else {
+        panic!("the commit that took over a pending removal is not recorded");
+    };
+    assert_eq!(locations(&record), BTreeSet::from([us.clone()]));
+    let left = outbox.claim(10, std::time::Duration::from_secs(60)).await?;
+    assert!(left.is_empty(), "the pending delete job is gone: {left:?}");
+    Ok(())
+}
+
 /// Push-time durability: the copies a commit carries are recorded with it, and no
 /// replication job is recorded for a location that a copy already fills.
 pub async fn commit_records_its_copies_without_jobs_for_them<H: MetadataHarness>(
