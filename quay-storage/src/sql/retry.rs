@@ -54,7 +54,11 @@ pub(crate) fn mark_commit(error: Error) -> Error {
 /// Whether `error` says the connection was lost or could not be had: the database is
 /// restarting, failing over or out of connections for now.
 fn connection_lost(error: &Error) -> bool {
-    error.kind() == ErrorKind::Unavailable && error.is_temporary()
+    // Only the driver's own errors (`db_error`, `sqlx_error`: they name the operation) say
+    // anything about the connection. A temporary refusal that an operation raises itself (a
+    // removal of a former copy running) would be refused again on every run.
+    let from_driver = error.context().iter().any(|(key, _)| *key == "operation");
+    from_driver && error.kind() == ErrorKind::Unavailable && error.is_temporary()
 }
 
 fn at_commit(error: &Error) -> bool {
@@ -135,7 +139,9 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn lost() -> Error {
-        Error::new(ErrorKind::Unavailable, "connection reset").set_temporary(true)
+        Error::new(ErrorKind::Unavailable, "connection reset")
+            .set_temporary(true)
+            .with_context("operation", "test")
     }
 
     async fn run_with(replay: Replay, errors: Vec<Error>) -> (Result<u32>, u32) {
@@ -167,6 +173,15 @@ mod tests {
         let conflict = Error::new(ErrorKind::Conflict, "unique violation");
         let (result, calls) = run_with(Replay::Idempotent, vec![conflict]).await;
         assert_eq!(result.err().map(|e| e.kind()), Some(ErrorKind::Conflict));
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test]
+    async fn a_temporary_refusal_of_the_operation_itself_is_returned_at_once() {
+        let refusal = Error::new(ErrorKind::Unavailable, "a former copy is being removed");
+        assert!(refusal.is_temporary());
+        let (result, calls) = run_with(Replay::Idempotent, vec![refusal]).await;
+        assert_eq!(result.err().map(|e| e.kind()), Some(ErrorKind::Unavailable));
         assert_eq!(calls, 1);
     }
 
