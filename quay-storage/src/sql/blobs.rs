@@ -2,10 +2,11 @@
 
 use async_trait::async_trait;
 use quay_core::metadata::{now_ms, BlobCommit, BlobIndex, BlobRecord};
-use quay_core::{Digest, JobKind, LocationId, RepositoryName, Result};
+use quay_core::{Digest, Error, ErrorKind, JobKind, LocationId, RepositoryName, Result};
 use sea_orm::sea_query::{Expr, OnConflict, Query, SelectStatement};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder,
 };
 
 use super::convert::{blob_record, from_db, location, to_db};
@@ -17,12 +18,74 @@ use super::retry::Replay;
 use super::uploads::delete_upload_rows;
 use super::{commit, ensure_repository, insert_if_absent, rollback, SqlMetadataStore};
 
+/// `commit_blob` on PostgreSQL: one call of `quay_commit_blob` (migration 11), which runs the
+/// statements of the transaction below in the same order, in one round trip.
+async fn commit_blob_call(store: &SqlMetadataStore, record: &BlobCommit) -> Result<()> {
+    let op = "commit_blob";
+    let seen = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut copies = vec![serde_json::json!({
+        "location": record.location.as_str(),
+        "seen": record.removals_seen.map(seen),
+    })];
+    copies.extend(record.copies.iter().map(
+        |c| serde_json::json!({"location": c.location.as_str(), "seen": seen(c.removals_seen)}),
+    ));
+    let targets: Vec<&str> = record.replicate_to.iter().map(LocationId::as_str).collect();
+    let values: Vec<sea_orm::Value> = vec![
+        record.digest.to_string().into(),
+        to_db("blob size", record.size)?.into(),
+        now_ms().into(),
+        record.repository.to_string().into(),
+        serde_json::Value::from(copies).to_string().into(),
+        serde_json::Value::from(targets).to_string().into(),
+        record.upload_id.clone().into(),
+    ];
+    let row = store
+        .db
+        .query_one(stmt(
+            DbBackend::Postgres,
+            "SELECT quay_commit_blob($1, $2, $3, $4, $5, $6, $7) AS done",
+            values,
+        ))
+        .await
+        .map_err(|e| db_error(op, e).with_context("digest", &record.digest))?;
+    let done = match row {
+        Some(row) => row
+            .try_get::<bool>("", "done")
+            .map_err(|e| db_error(op, e))?,
+        None => false,
+    };
+    if done {
+        return Ok(());
+    }
+    let place = if record.copies.is_empty() {
+        format!("in {}", record.location)
+    } else {
+        "in one of its locations".to_owned()
+    };
+    Err(Error::new(
+        ErrorKind::Unavailable,
+        format!(
+            "a former copy of {} {place} is being removed right now; try again in a moment",
+            record.digest
+        ),
+    )
+    .with_context("location", &record.location))
+}
+
 #[async_trait]
 impl BlobIndex for SqlMetadataStore {
     async fn commit_blob(&self, record: &BlobCommit) -> Result<()> {
         // Idempotent: every insert is `ON CONFLICT DO NOTHING`, the upload's rows are deleted
         // by key, and a second run after a lost acknowledgement queues jobs only for targets
         // still lacking the blob (a duplicate job finds the copy placed and completes).
+        if self.backend() == DbBackend::Postgres {
+            return self
+                .retrying("commit_blob", Replay::Idempotent, || {
+                    commit_blob_call(self, record)
+                })
+                .await;
+        }
         self.retrying("commit_blob", Replay::Idempotent, || async move {
             let op = "commit_blob";
             let digest = record.digest.to_string();
