@@ -155,6 +155,7 @@ macro_rules! __queue_cases {
             leased_job_is_not_claimed_again
             two_workers_never_both_hold_a_live_lease
             job_of_a_vanished_worker_is_claimed_again_after_its_lease
+            expired_leases_are_claimed_first_within_max
             heartbeats_keep_a_long_job
             heartbeat_extends_the_lease_from_now
             lost_lease_is_a_conflict_and_changes_nothing

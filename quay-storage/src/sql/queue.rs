@@ -21,9 +21,11 @@
 //! A claim takes the jobs whose lease ended first (few: at most what vanished workers had in
 //! flight), so that a takeover never waits behind the queue; then due pending jobs,
 //! prioritized ones first, then in order of `not_before`, along the
-//! `(state, priority DESC, not_before)` index. Each of the two is one atomic
-//! `UPDATE … RETURNING` (on Postgres over `SELECT … FOR UPDATE SKIP LOCKED`), so its cost does
-//! not grow with the length of the queue.
+//! `(state, priority DESC, not_before)` index. Each of the two is a `SELECT … LIMIT` (on
+//! Postgres `FOR UPDATE SKIP LOCKED`) under an atomic `UPDATE … RETURNING`, so its cost does
+//! not grow with the length of the queue. On Postgres the two are one statement (two common
+//! table expressions, the due jobs limited to what the expired ones leave of the claim), so a
+//! claim is one round trip; on SQLite, in process, they are two.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -84,17 +86,10 @@ impl SqlJobQueue {
         self.db.get_database_backend()
     }
 
-    /// Claims up to `max` jobs in `state` (`pending`: due ones; `leased`: those whose lease
-    /// ended), oldest due first, in one statement.
-    async fn claim_from(
-        &self,
-        state: &'static str,
-        max: usize,
-        lease: Duration,
-        token: &str,
-    ) -> Result<Vec<Lease>> {
-        let op = "claim";
-        let backend = self.backend();
+    /// The ids of up to `max` (bound to `$3`) claimable jobs in `state` (`pending`: due ones,
+    /// highest priority first; `leased`: those whose lease ended, oldest first), as a
+    /// sub-select; on PostgreSQL it locks the rows it returns, skipping locked ones.
+    fn claimable(backend: DbBackend, state: &'static str) -> String {
         let now = now_sql(backend);
         let (due, cmp, order) = match state {
             "pending" => ("not_before", "<=", "priority DESC, not_before"),
@@ -104,12 +99,28 @@ impl SqlJobQueue {
             DbBackend::Postgres => " FOR UPDATE SKIP LOCKED",
             _ => "",
         };
+        format!(
+            "SELECT id FROM replication_jobs WHERE state = '{state}' AND {due} {cmp} {now} \
+             ORDER BY {order} LIMIT $3{lock}"
+        )
+    }
+
+    /// Leases the jobs whose ids `ids` selects (with `max` bound to `$3`) to `token`, in one
+    /// statement.
+    async fn lease_ids(
+        &self,
+        ids: &str,
+        max: usize,
+        lease: Duration,
+        token: &str,
+    ) -> Result<Vec<Lease>> {
+        let op = "claim";
+        let backend = self.backend();
+        let now = now_sql(backend);
         let sql = format!(
             "UPDATE replication_jobs SET state = 'leased', lease_token = $1, \
              lease_expires = {now} + $2, attempts = attempts + 1, priority = 0 \
-             WHERE id IN (SELECT id FROM replication_jobs \
-                 WHERE state = '{state}' AND {due} {cmp} {now} ORDER BY {order} LIMIT $3{lock}) \
-             RETURNING {COLUMNS}, lease_expires"
+             WHERE id IN ({ids}) RETURNING {COLUMNS}, lease_expires"
         );
         let rows = self
             .db
@@ -277,12 +288,29 @@ impl JobQueue for SqlJobQueue {
         let max = max.min(10_000);
         // Jobs of a vanished worker first (few: at most what it had in flight), so that a
         // takeover does not wait behind the rest of the queue.
-        let mut leases = self.claim_from("leased", max, lease, &token).await?;
+        let backend = self.backend();
+        let (expired, due) = (
+            Self::claimable(backend, "leased"),
+            Self::claimable(backend, "pending"),
+        );
+        if backend == DbBackend::Postgres {
+            // One statement: the due jobs fill what the expired ones leave of `max`.
+            let due = due.replace(
+                "LIMIT $3",
+                "LIMIT GREATEST($3 - (SELECT COUNT(*) FROM expired), 0)",
+            );
+            let both = format!(
+                "WITH expired AS ({expired}), due AS ({due}) \
+                 SELECT id FROM expired UNION ALL SELECT id FROM due"
+            );
+            return self.lease_ids(&both, max, lease, &token).await;
+        }
+        let mut leases = self.lease_ids(&expired, max, lease, &token).await?;
         if leases.len() < max {
-            let due = self
-                .claim_from("pending", max - leases.len(), lease, &token)
+            let more = self
+                .lease_ids(&due, max - leases.len(), lease, &token)
                 .await?;
-            leases.extend(due);
+            leases.extend(more);
         }
         Ok(leases)
     }

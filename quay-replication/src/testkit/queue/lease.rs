@@ -7,7 +7,8 @@ use quay_core::metadata::now_ms;
 use quay_core::{ErrorKind, JobQueue, QueueStats, Result};
 
 use super::{
-    assert_kind, assert_nothing_due_before, claim_within, only, replicate, QueueHarness, LONG,
+    assert_kind, assert_nothing_due_before, claim_within, only, replicate, replicate_many,
+    QueueHarness, LONG,
 };
 
 /// A worker claims a job and vanishes (no heartbeat, no completion): once its lease ends,
@@ -39,6 +40,41 @@ pub async fn job_of_a_vanished_worker_is_claimed_again_after_its_lease<H: QueueH
     assert_ne!(lease.token, lost.token, "a new lease has a new token");
     other.complete(&lease).await?;
     assert_eq!(other.stats().await?, QueueStats::default());
+    Ok(())
+}
+
+/// Jobs whose lease ended are claimed before due jobs, and a claim of both kinds together
+/// still hands out at most `max`: a worker's jobs are taken over first, not after the queue.
+pub async fn expired_leases_are_claimed_first_within_max<H: QueueHarness>(h: &H) -> Result<()> {
+    let gone = h.open().await?;
+    let other = h.open().await?;
+    gone.enqueue(&[replicate("lost-a")?, replicate("lost-b")?])
+        .await?;
+    let lost = gone.claim(2, Duration::from_millis(150)).await?;
+    assert_eq!(lost.len(), 2, "first claim");
+    gone.enqueue(&replicate_many(3)?).await?;
+    let ends = lost.iter().map(|l| l.expires_at).max().unwrap_or_default();
+    while now_ms() <= ends + 20 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let retaken =
+        |leases: &[quay_core::Lease]| leases.iter().filter(|l| l.job.attempts == 2).count();
+    let first = other.claim(1, LONG).await?;
+    assert_eq!(first.len(), 1, "claim of 1 job");
+    assert_eq!(
+        retaken(&first),
+        1,
+        "an expired job comes before the due ones"
+    );
+    let second = other.claim(3, LONG).await?;
+    assert_eq!(second.len(), 3, "claim of at most 3 jobs, with 4 claimable");
+    assert_eq!(retaken(&second), 1, "the other expired job, then due ones");
+    let third = other.claim(3, LONG).await?;
+    assert_eq!(third.len(), 1, "the last due job");
+    let all: Vec<_> = first.iter().chain(&second).chain(&third).collect();
+    let distinct: std::collections::BTreeSet<&str> =
+        all.iter().map(|l| l.job.id.as_str()).collect();
+    assert_eq!(distinct.len(), 5, "five distinct jobs");
     Ok(())
 }
 
