@@ -20,7 +20,10 @@
 # SMALL=0 or LARGE=0 leaves that workload out. For the small pushes on S3 it also prints where
 # a push's time goes: the mean request (quay-server's access log, arrival to the end of the
 # response) next to the mean storage write of the blob (its metrics); the rest is the
-# request's own work (reading the record, the commit) and the wait for the client's body.
+# request's own work (reading the record, the commit) and the wait for the client's body. It
+# also prints the CPU time per small object of quay-server, the S3 server and (on PostgreSQL)
+# the database backends serving that quay-server: on two shared cores, CPU is what the rates
+# trade in.
 #
 # Notes on the S3 server: s3s-fs writes each object to a temporary file and renames it, without
 # fsync; it serves everything from one process on the same 2 cores as quay-server, curl and
@@ -94,6 +97,7 @@ mkdir -p "$WORK/s3"
 "$BIN/s3-test-server" --dir "$WORK/s3" --access-key "$ACCESS" --secret-key "$SECRET" \
     --bucket quay --bucket rclone >"$WORK/s3.out" 2>"$WORK/s3.err" &
 PIDS+=($!)
+S3SRV_PID=$!
 for _ in $(seq 1 100); do grep -q listening "$WORK/s3.out" 2>/dev/null && break; sleep 0.1; done
 S3="$(awk '/listening on/ {print $3}' "$WORK/s3.out")"
 [ -n "$S3" ] || { cat "$WORK/s3.err"; exit 1; }
@@ -134,6 +138,7 @@ DISTRIBUTED_STORAGE_PREFERENCE: [local]
 DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS: [local]
 EOF
 start_quay "$FS_PORT" "$WORK/q-fs" "$WORK/q-fs.log" "$WORK/q-fs/config.yaml"
+FS_PID=$QUAY_PID
 
 # One curl config of monolithic pushes of every file in a folder, to one server and repo.
 # `next` goes between transfers only: curl 7.88 refuses a config that ends with one ("no URL
@@ -188,6 +193,22 @@ rclone_copy() { # dir dest-prefix; prints seconds
 [ "$LARGE" -gt 0 ] && curl_config "$WORK/large" "$FS_PORT" bench/large >"$WORK/fs-large.cfg"
 
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+# CPU time (user + system, ms) used so far by the processes PIDS (a space-separated list).
+TICK="$(getconf CLK_TCK)"
+cpu_ms() {
+    local p total=0
+    for p in $1; do
+        [ -r "/proc/$p/stat" ] || continue
+        total=$((total + $(awk -v t="$TICK" '{ sub(/^.*\) /, ""); print int(($12 + $13) * 1000 / t) }' "/proc/$p/stat")))
+    done
+    echo "$total"
+}
+# The PostgreSQL backends serving server NAME (s3 or fs); none on SQLite.
+pg_pids() { [ "$DB" = postgres ] && pgrep -f "quay_bench_push_$1_$$" | tr '\n' ' ' || true; }
+# CPU of quay-server, the S3 server and PostgreSQL's backends serving SERVER, in that order.
+cpus() { # quay-pid server
+    echo "$(cpu_ms "$1") $(cpu_ms "$S3SRV_PID") $(cpu_ms "$(pg_pids "$2")")"
+}
 IDLE_RSS=$(( $(hwm "$S3_PID") / 1024 ))
 # Sum and count of quay-server's storage writes into its S3 location so far.
 writes() {
@@ -208,10 +229,16 @@ fi
 if [ "$SMALL" -gt 0 ]; then
     log "pushing 64 KiB blobs"
     read -r W0_SUM W0_COUNT <<<"$(writes)"
+    read -r C0_Q C0_S C0_P <<<"$(cpus "$S3_PID" s3)"
     Q_SMALL="$(push "$WORK/s3-small.cfg")"
+    read -r C1_Q C1_S C1_P <<<"$(cpus "$S3_PID" s3)"
     read -r W1_SUM W1_COUNT <<<"$(writes)"
+    read -r R0_Q R0_S R0_P <<<"$(cpus "$S3_PID" s3)"
     R_SMALL="$(rclone_copy "$WORK/small" small)"
+    read -r R1_Q R1_S R1_P <<<"$(cpus "$S3_PID" s3)"
+    read -r F0_Q F0_S F0_P <<<"$(cpus "$FS_PID" fs)"
     F_SMALL="$(push "$WORK/fs-small.cfg")"
+    read -r F1_Q F1_S F1_P <<<"$(cpus "$FS_PID" fs)"
 fi
 PEAK_RSS=$(( $(hwm "$S3_PID") / 1024 ))
 
@@ -241,4 +268,10 @@ if [ "$SMALL" -gt 0 ]; then
     WRITE_MS=-
     [ "$WRITES" -gt 0 ] && WRITE_MS="$(printf '%.1f' "$(echo "($W1_SUM - $W0_SUM) * 1000 / $WRITES" | bc -l)")"
     echo "a 64 KiB push on S3, mean over $SMALL: request $REQ_MS ms, of which the blob's storage write $WRITE_MS ms ($WRITES writes for $SMALL pushes)"
+    # CPU per object: where two shared cores went (PostgreSQL: its backends for that server).
+    per() { printf '%.2f' "$(echo "($2 - $1) / $SMALL" | bc -l)"; }
+    pg_cell() { if [ "$DB" = postgres ]; then echo ", PostgreSQL $(per "$1" "$2") ms"; fi; }
+    echo "CPU per 64 KiB object: push on S3: quay-server $(per "$C0_Q" "$C1_Q") ms, S3 server $(per "$C0_S" "$C1_S") ms$(pg_cell "$C0_P" "$C1_P");" \
+        "rclone's upload: S3 server $(per "$R0_S" "$R1_S") ms;" \
+        "push on local files: quay-server $(per "$F0_Q" "$F1_Q") ms$(pg_cell "$F0_P" "$F1_P")"
 fi
