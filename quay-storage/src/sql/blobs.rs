@@ -6,10 +6,9 @@ use quay_core::{Digest, Error, ErrorKind, JobKind, LocationId, RepositoryName, R
 use sea_orm::sea_query::{Expr, OnConflict, Query, SelectStatement};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder,
 };
 
-use super::convert::{blob_record, from_db, location, to_db};
+use super::convert::{from_db, location, to_db};
 use super::entities::{blob, blob_placement, repository_blob};
 use super::error::db_error;
 use super::replication::stmt;
@@ -168,12 +167,8 @@ impl BlobIndex for SqlMetadataStore {
     }
 
     async fn get_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>> {
-        self.retrying("get_blob", Replay::Read, || async move {
-            let op = "get_blob";
-            let txn = self.read_txn(op).await?;
-            let found = find_blob(&txn, digest, None, op).await;
-            commit(txn, op).await?;
-            found
+        self.retrying("get_blob", Replay::Read, || {
+            find_blob(self, digest, None, "get_blob")
         })
         .await
     }
@@ -200,12 +195,8 @@ impl BlobIndex for SqlMetadataStore {
         repository: &RepositoryName,
         digest: &Digest,
     ) -> Result<Option<BlobRecord>> {
-        self.retrying("repository_blob", Replay::Read, || async move {
-            let op = "repository_blob";
-            let txn = self.read_txn(op).await?;
-            let found = find_blob(&txn, digest, Some(repository), op).await;
-            commit(txn, op).await?;
-            found
+        self.retrying("repository_blob", Replay::Read, || {
+            find_blob(self, digest, Some(repository), "repository_blob")
         })
         .await
     }
@@ -399,33 +390,49 @@ async fn blobs_with_removals(
     Ok(out)
 }
 
+/// The record of `digest` (only when linked into `repository`, if given), in one statement:
+/// one snapshot and one round trip, a row per placement (one with no location when it has
+/// none), oldest placement first. A pull reads this on every blob request, and with one
+/// database shared by every region a far instance pays its round trips to the database.
 async fn find_blob(
-    db: &impl ConnectionTrait,
+    store: &SqlMetadataStore,
     digest: &Digest,
     repository: Option<&RepositoryName>,
     op: &'static str,
 ) -> Result<Option<BlobRecord>> {
-    let err = |e: DbErr| db_error(op, e).with_context("digest", digest);
-    let key = digest.to_string();
-    let mut query = blob::Entity::find_by_id(key.clone());
-    if let Some(repository) = repository {
-        let linked = Query::select()
-            .column(repository_blob::Column::Digest)
-            .from(repository_blob::Entity)
-            .and_where(repository_blob::Column::Repository.eq(repository.as_str()))
-            .and_where(repository_blob::Column::Digest.eq(key.clone()))
-            .to_owned();
-        query = query.filter(blob::Column::Digest.in_subquery(linked));
-    }
-    let Some(row) = query.one(db).await.map_err(err)? else {
+    let mut values: Vec<sea_orm::Value> = vec![digest.to_string().into()];
+    let linked = match repository {
+        Some(repository) => {
+            values.push(repository.to_string().into());
+            " AND EXISTS (SELECT 1 FROM repository_blobs l \
+              WHERE l.repository = $2 AND l.digest = b.digest)"
+        }
+        None => "",
+    };
+    let sql = format!(
+        "SELECT b.size AS size, p.location AS held FROM blobs b \
+         LEFT JOIN blob_placements p ON p.digest = b.digest \
+         WHERE b.digest = $1{linked} ORDER BY p.created_at, p.location"
+    );
+    let rows = store
+        .db
+        .query_all(stmt(store.backend(), &sql, values))
+        .await
+        .map_err(|e| db_error(op, e).with_context("digest", digest))?;
+    let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let placements = blob_placement::Entity::find()
-        .filter(blob_placement::Column::Digest.eq(key))
-        .order_by_asc(blob_placement::Column::CreatedAt)
-        .order_by_asc(blob_placement::Column::Location)
-        .all(db)
-        .await
-        .map_err(err)?;
-    blob_record(row, placements).map(Some)
+    let size: i64 = first.try_get("", "size").map_err(|e| db_error(op, e))?;
+    let mut locations = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let held: Option<String> = row.try_get("", "held").map_err(|e| db_error(op, e))?;
+        if let Some(held) = held {
+            locations.push(location(&held)?);
+        }
+    }
+    Ok(Some(BlobRecord {
+        digest: digest.clone(),
+        size: from_db("blob size", size)?,
+        locations,
+    }))
 }

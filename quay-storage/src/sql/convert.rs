@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use quay_core::metadata::{BlobRecord, ManifestRecord, UploadPart, UploadRecord};
+use quay_core::metadata::{ManifestRecord, UploadPart, UploadRecord};
 use quay_core::{Digest, LocationId, RepositoryName, Result};
 
-use super::entities::{blob, blob_placement, manifest, upload, upload_part};
+use super::entities::{manifest, upload, upload_part};
 use super::error::{corrupt, too_large};
 
 /// A size or offset for a BIGINT column.
@@ -60,20 +60,6 @@ fn upload_part_record(row: upload_part::Model) -> Result<UploadPart> {
             .map(|s| digest("upload part digest", s))
             .transpose()?,
         path: row.path,
-    })
-}
-
-pub(crate) fn blob_record(
-    row: blob::Model,
-    placements: Vec<blob_placement::Model>,
-) -> Result<BlobRecord> {
-    Ok(BlobRecord {
-        digest: digest("blob digest", &row.digest)?,
-        size: from_db("blob size", row.size)?,
-        locations: placements
-            .iter()
-            .map(|p| location(&p.location))
-            .collect::<Result<_>>()?,
     })
 }
 
