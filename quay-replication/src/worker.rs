@@ -33,9 +33,9 @@
 //!
 //! `concurrency` counts copies in flight (slots a job takes only for its copy; a copy of a
 //! blob under [`SMALL_COPY_BYTES`](quay_core::registry::SMALL_COPY_BYTES) takes half a slot,
-//! see [`CopySlots`]), and the worker runs [`JOBS_PER_COPY_SLOT`] times as many jobs: the database work of a job (reading the
-//! blob's record before the copy, recording the placement after it) holds no slot, so copies
-//! go on while it runs. The engine records placements of jobs that run at the same time
+//! see [`CopySlots`]), and the worker runs [`JOBS_PER_COPY_SLOT`] times as many jobs: the
+//! database work of a job (reading the blob's record before the copy, recording the placement
+//! after it) holds no slot, so copies go on while it runs. The engine records placements of jobs that run at the same time
 //! together, in one statement or transaction (group commit), and groups the reads of records
 //! in the same way when jobs read their own. Finished jobs are handed to a completer task that
 //! removes them in batches ([`JobQueue::complete_all`], one statement per batch on the SQL

@@ -48,12 +48,10 @@ async fn commit_blob_call(store: &SqlMetadataStore, record: &BlobCommit) -> Resu
         ))
         .await
         .map_err(|e| db_error(op, e).with_context("digest", &record.digest))?;
-    let done = match row {
-        Some(row) => row
-            .try_get::<bool>("", "done")
-            .map_err(|e| db_error(op, e))?,
-        None => false,
+    let Some(row) = row else {
+        return Err(Error::internal("quay_commit_blob answered no row"));
     };
+    let done: bool = row.try_get("", "done").map_err(|e| db_error(op, e))?;
     if done {
         return Ok(());
     }

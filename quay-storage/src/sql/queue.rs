@@ -86,10 +86,10 @@ impl SqlJobQueue {
         self.db.get_database_backend()
     }
 
-    /// The ids of up to `max` (bound to `$3`) claimable jobs in `state` (`pending`: due ones,
-    /// highest priority first; `leased`: those whose lease ended, oldest first), as a
+    /// The ids of up to `limit` (an SQL expression) claimable jobs in `state` (`pending`: due
+    /// ones, highest priority first; `leased`: those whose lease ended, oldest first), as a
     /// sub-select; on PostgreSQL it locks the rows it returns, skipping locked ones.
-    fn claimable(backend: DbBackend, state: &'static str) -> String {
+    fn claimable(backend: DbBackend, state: &'static str, limit: &str) -> String {
         let now = now_sql(backend);
         let (due, cmp, order) = match state {
             "pending" => ("not_before", "<=", "priority DESC, not_before"),
@@ -101,7 +101,7 @@ impl SqlJobQueue {
         };
         format!(
             "SELECT id FROM replication_jobs WHERE state = '{state}' AND {due} {cmp} {now} \
-             ORDER BY {order} LIMIT $3{lock}"
+             ORDER BY {order} LIMIT {limit}{lock}"
         )
     }
 
@@ -289,16 +289,11 @@ impl JobQueue for SqlJobQueue {
         // Jobs of a vanished worker first (few: at most what it had in flight), so that a
         // takeover does not wait behind the rest of the queue.
         let backend = self.backend();
-        let (expired, due) = (
-            Self::claimable(backend, "leased"),
-            Self::claimable(backend, "pending"),
-        );
+        let expired = Self::claimable(backend, "leased", "$3");
         if backend == DbBackend::Postgres {
             // One statement: the due jobs fill what the expired ones leave of `max`.
-            let due = due.replace(
-                "LIMIT $3",
-                "LIMIT GREATEST($3 - (SELECT COUNT(*) FROM expired), 0)",
-            );
+            let left = "GREATEST($3 - (SELECT COUNT(*) FROM expired), 0)";
+            let due = Self::claimable(backend, "pending", left);
             let both = format!(
                 "WITH expired AS ({expired}), due AS ({due}) \
                  SELECT id FROM expired UNION ALL SELECT id FROM due"
@@ -307,6 +302,7 @@ impl JobQueue for SqlJobQueue {
         }
         let mut leases = self.lease_ids(&expired, max, lease, &token).await?;
         if leases.len() < max {
+            let due = Self::claimable(backend, "pending", "$3");
             let more = self
                 .lease_ids(&due, max - leases.len(), lease, &token)
                 .await?;
