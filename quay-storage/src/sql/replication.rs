@@ -77,24 +77,6 @@ async fn add_placements_txn(
 ) -> Result<Vec<Result<bool>>> {
     let op = "add_placement";
     let backend = store.backend();
-    // `VALUES` rows of the copies, their placeholders from `first` on.
-    let rows = |first: usize| -> String {
-        let rows: Vec<String> = (0..copies.len())
-            .map(|i| {
-                let b = first + 3 * i;
-                format!("(${b}, ${}, CAST(${} AS BIGINT))", b + 1, b + 2)
-            })
-            .collect();
-        rows.join(", ")
-    };
-    let mut copy_values: Vec<Value> = Vec::with_capacity(copies.len() * 3);
-    for c in copies {
-        copy_values.push(c.digest.to_string().into());
-        copy_values.push(c.location.to_string().into());
-        copy_values.push(i64::try_from(c.removals_seen).unwrap_or(i64::MAX).into());
-    }
-    let mut values: Vec<Value> = vec![now_ms().into()];
-    values.extend(copy_values.iter().cloned());
     // A placement is recorded unless a removal of a former copy there is running, or was
     // counted since the copy began (the copy may have been deleted with it), or the blob is
     // gone. A pending removal there must not delete the new copy: it is deleted first.
@@ -105,26 +87,47 @@ async fn add_placements_txn(
              WHERE r.digest = v.digest AND r.location = v.location), 0) <= v.seen";
     let inserted: BTreeSet<(String, String)> = match backend {
         DbBackend::Postgres => {
+            // The copies travel as one JSON parameter, so the statement's text is the same
+            // whatever the batch's size: it is parsed once per connection, and PostgreSQL
+            // plans it once and reuses the plan (its estimate of the copies, 100 rows, does
+            // not depend on the value, so a reused plan costs the same as a fresh one). A
+            // `VALUES` list of one row per copy gave a new text for every batch size, and each
+            // run was planned again, which cost more than running it. The blob's existence is
+            // checked per copy, by its key, whatever the size of the table.
+            let rows: Vec<serde_json::Value> = copies
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "digest": c.digest.to_string(),
+                        "location": c.location.as_str(),
+                        "seen": i64::try_from(c.removals_seen).unwrap_or(i64::MAX),
+                    })
+                })
+                .collect();
+            let values: Vec<Value> = vec![
+                now_ms().into(),
+                serde_json::Value::from(rows).to_string().into(),
+            ];
             // One statement, so one snapshot: a pending removal that this statement could not
             // delete was claimed meanwhile (it is `leased` now, which the snapshot does not
             // show), and blocks the placement like a running one.
             let blocking = "(j.state = 'leased' OR (j.state = 'pending' AND NOT EXISTS \
                 (SELECT 1 FROM taken t WHERE t.digest = j.digest AND t.target = j.target)))";
             let sql = format!(
-                "WITH v (digest, location, seen) AS (VALUES {}), \
+                "WITH v AS MATERIALIZED (SELECT * FROM jsonb_to_recordset($2::jsonb) \
+                     AS r (digest TEXT, location TEXT, seen BIGINT)), \
                  taken AS (DELETE FROM replication_jobs j USING v \
                      WHERE j.kind = 'delete' AND j.state = 'pending' \
                      AND j.digest = v.digest AND j.target = v.location \
                      AND EXISTS (SELECT 1 FROM blobs b WHERE b.digest = v.digest) \
                      RETURNING j.digest, j.target), \
                  ins AS (INSERT INTO blob_placements (digest, location, created_at) \
-                     SELECT v.digest, v.location, $1 FROM v JOIN blobs b ON b.digest = v.digest \
-                     {} \
+                     SELECT v.digest, v.location, $1 FROM v \
+                     {} AND (SELECT TRUE FROM blobs b WHERE b.digest = v.digest) \
                      ON CONFLICT (digest, location) DO NOTHING RETURNING digest, location), \
                  fixed AS (DELETE FROM bad_copies c USING ins \
                      WHERE c.digest = ins.digest AND c.location = ins.location) \
                  SELECT digest, location FROM ins",
-                rows(2),
                 insert_where.replace("{blocking}", blocking)
             );
             let found = store
@@ -135,6 +138,24 @@ async fn add_placements_txn(
             pairs_of(&found, op)?
         }
         _ => {
+            // `VALUES` rows of the copies, their placeholders from `first` on.
+            let rows = |first: usize| -> String {
+                let rows: Vec<String> = (0..copies.len())
+                    .map(|i| {
+                        let b = first + 3 * i;
+                        format!("(${b}, ${}, CAST(${} AS BIGINT))", b + 1, b + 2)
+                    })
+                    .collect();
+                rows.join(", ")
+            };
+            let mut copy_values: Vec<Value> = Vec::with_capacity(copies.len() * 3);
+            for c in copies {
+                copy_values.push(c.digest.to_string().into());
+                copy_values.push(c.location.to_string().into());
+                copy_values.push(i64::try_from(c.removals_seen).unwrap_or(i64::MAX).into());
+            }
+            let mut values: Vec<Value> = vec![now_ms().into()];
+            values.extend(copy_values.iter().cloned());
             let txn = store.write_txn(op).await?;
             // One writer at a time: nothing changes between these statements.
             txn.execute(stmt(
