@@ -208,7 +208,8 @@ impl RegistryBuilder {
                 outbox,
                 drained: Default::default(),
                 part_buffers: chunked_buffers,
-                placements: super::group::GroupCommit::new(super::GROUP_BATCH),
+                placements: super::group::GroupCommit::new(super::GROUP_BATCH)
+                    .with_linger(super::PLACEMENT_LINGER),
                 reads: super::group::GroupCommit::new(super::GROUP_BATCH),
             }),
         })

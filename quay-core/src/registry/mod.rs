@@ -125,6 +125,11 @@ struct Inner {
 /// Most requests in one grouped read or write of replication jobs (see `group`).
 const GROUP_BATCH: usize = 64;
 
+/// How long a leader of grouped placements waits, under load, for more to join its batch (see
+/// `group`): a verified copy's record is a few milliseconds later, and the worker's copies go
+/// on meanwhile (a job's database work holds no copy slot).
+const PLACEMENT_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
