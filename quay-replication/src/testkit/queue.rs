@@ -159,6 +159,7 @@ macro_rules! __queue_cases {
             heartbeats_keep_a_long_job
             heartbeat_extends_the_lease_from_now
             lost_lease_is_a_conflict_and_changes_nothing
+            complete_all_removes_only_jobs_under_the_given_leases
             released_lease_cannot_be_used_again
             complete_removes_the_job
             failed_job_is_retried_after_its_back_off

@@ -74,6 +74,41 @@ fn millis(d: Duration) -> i64 {
 }
 
 impl SqlJobQueue {
+    /// `complete_all` of one chunk on PostgreSQL: the leases travel as one JSON object (job id
+    /// to lease token), so the statement has one text whatever the chunk's size and is
+    /// planned once per connection; the jobs are found by their keys (`id = ANY`), so the
+    /// plan never scans the queue. A job named twice (two leases of it) takes one statement
+    /// per lease of it.
+    async fn complete_chunk_pg(&self, chunk: &[Lease]) -> Result<u64> {
+        let mut removed = 0;
+        let mut rest: Vec<&Lease> = chunk.iter().collect();
+        while !rest.is_empty() {
+            let mut tokens = serde_json::Map::with_capacity(rest.len());
+            let mut again = Vec::new();
+            for lease in rest {
+                let id = job_id(lease)?.to_string();
+                if tokens.contains_key(&id) {
+                    again.push(lease);
+                } else {
+                    tokens.insert(id, serde_json::Value::String(lease.token.clone()));
+                }
+            }
+            let res = self
+                .db
+                .execute(stmt(
+                    DbBackend::Postgres,
+                    "DELETE FROM replication_jobs \
+                     WHERE id = ANY (ARRAY(SELECT CAST(jsonb_object_keys($1::jsonb) AS BIGINT))) \
+                     AND lease_token = $1::jsonb ->> CAST(id AS TEXT)",
+                    vec![serde_json::Value::Object(tokens).to_string().into()],
+                ))
+                .await
+                .map_err(|e| db_error("complete_all", e))?;
+            removed += res.rows_affected();
+            rest = again;
+        }
+        Ok(removed)
+    }
     /// A queue on the same database as `store` (whose migrations created the table).
     pub fn new(store: &SqlMetadataStore, policy: RetryPolicy) -> Self {
         SqlJobQueue {
@@ -378,6 +413,10 @@ impl JobQueue for SqlJobQueue {
         let mut removed = 0;
         // One statement per 500 jobs, whatever claims they came from.
         for chunk in leases.chunks(500) {
+            if self.backend() == DbBackend::Postgres {
+                removed += self.complete_chunk_pg(chunk).await?;
+                continue;
+            }
             let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
             let mut pairs = Vec::with_capacity(chunk.len());
             for (i, lease) in chunk.iter().enumerate() {

@@ -138,6 +138,39 @@ pub async fn heartbeat_extends_the_lease_from_now<H: QueueHarness>(h: &H) -> Res
     Ok(())
 }
 
+/// `complete_all` removes the jobs whose leases it is given and returns how many: a lost lease
+/// (the job claimed again since) and a lease named twice change nothing more, and the new
+/// holder keeps its job.
+pub async fn complete_all_removes_only_jobs_under_the_given_leases<H: QueueHarness>(
+    h: &H,
+) -> Result<()> {
+    let slow = h.open().await?;
+    let fast = h.open().await?;
+    slow.enqueue(&[replicate("lost")?]).await?;
+    let lost = only(slow.claim(1, Duration::from_millis(100)).await?, "claim");
+    let taken = only(
+        claim_within(&fast, 1, LONG, "claim after the lease").await?,
+        "claim after the lease",
+    );
+    slow.enqueue(&[replicate("a")?, replicate("b")?]).await?;
+    let held = slow.claim(2, LONG).await?;
+    assert_eq!(held.len(), 2, "claim of a and b");
+    let mut given = held.clone();
+    given.push(lost.clone());
+    given.push(held[0].clone());
+    assert_eq!(slow.complete_all(&given).await?, 2, "a and b removed");
+    let stats = fast.stats().await?;
+    assert_eq!(
+        (stats.pending, stats.leased, stats.dead),
+        (0, 1, 0),
+        "the job claimed again is still held: {stats:?}"
+    );
+    assert_eq!(slow.complete_all(&[]).await?, 0, "nothing given");
+    fast.complete(&taken).await?;
+    assert_eq!(fast.stats().await?, QueueStats::default());
+    Ok(())
+}
+
 /// Once a lease expired and the job was claimed again, the first holder's heartbeat,
 /// complete, fail and defer fail with `Conflict` and change nothing: the new holder keeps it.
 pub async fn lost_lease_is_a_conflict_and_changes_nothing<H: QueueHarness>(h: &H) -> Result<()> {
