@@ -91,15 +91,13 @@ impl<Req: Clone, Resp> GroupCommit<Req, Resp> {
                         let n = queue.len().min(self.max_batch);
                         queue.drain(..n).collect()
                     };
-                    if !batch.is_empty() {
-                        self.last_batch.store(batch.len(), Ordering::Relaxed);
-                    }
                     if batch.is_empty() {
                         // An earlier leader took this request: it answers, or drops the sender
                         // when it goes away.
                         drop(_turn);
                         (&mut rx).await
                     } else {
+                        self.last_batch.store(batch.len(), Ordering::Relaxed);
                         self.lead(batch, &run).await;
                         continue;
                     }

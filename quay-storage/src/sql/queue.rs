@@ -109,6 +109,7 @@ impl SqlJobQueue {
         }
         Ok(removed)
     }
+
     /// A queue on the same database as `store` (whose migrations created the table).
     pub fn new(store: &SqlMetadataStore, policy: RetryPolicy) -> Self {
         SqlJobQueue {
