@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use quay_core::metadata::now_ms;
-use quay_core::{ErrorKind, JobQueue, QueueStats, Result};
+use quay_core::{ErrorKind, JobQueue, Lease, QueueStats, Result};
 
 use super::{
     assert_kind, assert_nothing_due_before, claim_within, only, replicate, replicate_many,
@@ -138,20 +138,30 @@ pub async fn heartbeat_extends_the_lease_from_now<H: QueueHarness>(h: &H) -> Res
     Ok(())
 }
 
+/// Two handles, `slow` and `fast`, and a job `seed` whose short lease `slow` lost: it expired
+/// and `fast` claimed the job again. Returns `(slow, fast, lost lease, fast's lease)`.
+async fn lease_lost_to_another<H: QueueHarness>(
+    h: &H,
+    seed: &str,
+) -> Result<(H::Queue, H::Queue, Lease, Lease)> {
+    let slow = h.open().await?;
+    let fast = h.open().await?;
+    slow.enqueue(&[replicate(seed)?]).await?;
+    let lost = only(slow.claim(1, Duration::from_millis(100)).await?, "claim");
+    let taken = only(
+        claim_within(&fast, 1, LONG, "claim after the lease").await?,
+        "claim after the lease",
+    );
+    Ok((slow, fast, lost, taken))
+}
+
 /// `complete_all` removes the jobs whose leases it is given and returns how many: a lost lease
 /// (the job claimed again since) and a lease named twice change nothing more, and the new
 /// holder keeps its job.
 pub async fn complete_all_removes_only_jobs_under_the_given_leases<H: QueueHarness>(
     h: &H,
 ) -> Result<()> {
-    let slow = h.open().await?;
-    let fast = h.open().await?;
-    slow.enqueue(&[replicate("lost")?]).await?;
-    let lost = only(slow.claim(1, Duration::from_millis(100)).await?, "claim");
-    let taken = only(
-        claim_within(&fast, 1, LONG, "claim after the lease").await?,
-        "claim after the lease",
-    );
+    let (slow, fast, lost, taken) = lease_lost_to_another(h, "lost").await?;
     slow.enqueue(&[replicate("a")?, replicate("b")?]).await?;
     let held = slow.claim(2, LONG).await?;
     assert_eq!(held.len(), 2, "claim of a and b");
@@ -174,14 +184,7 @@ pub async fn complete_all_removes_only_jobs_under_the_given_leases<H: QueueHarne
 /// Once a lease expired and the job was claimed again, the first holder's heartbeat,
 /// complete, fail and defer fail with `Conflict` and change nothing: the new holder keeps it.
 pub async fn lost_lease_is_a_conflict_and_changes_nothing<H: QueueHarness>(h: &H) -> Result<()> {
-    let slow = h.open().await?;
-    let fast = h.open().await?;
-    slow.enqueue(&[replicate("a")?]).await?;
-    let lost = only(slow.claim(1, Duration::from_millis(100)).await?, "claim");
-    let lease = only(
-        claim_within(&fast, 1, LONG, "claim after the lease").await?,
-        "claim after the lease",
-    );
+    let (slow, fast, lost, lease) = lease_lost_to_another(h, "a").await?;
     assert_kind(
         slow.heartbeat(&lost, LONG).await,
         ErrorKind::Conflict,
