@@ -80,11 +80,6 @@ async fn add_placements_txn(
     // A placement is recorded unless a removal of a former copy there is running, or was
     // counted since the copy began (the copy may have been deleted with it), or the blob is
     // gone. A pending removal there must not delete the new copy: it is deleted first.
-    let insert_where = "WHERE NOT EXISTS (SELECT 1 FROM replication_jobs j \
-             WHERE j.kind = 'delete' AND j.digest = v.digest AND j.target = v.location \
-             AND {blocking}) \
-         AND COALESCE((SELECT r.removals FROM removed_copies r \
-             WHERE r.digest = v.digest AND r.location = v.location), 0) <= v.seen";
     let inserted: BTreeSet<(String, String)> = match backend {
         DbBackend::Postgres => {
             // The copies travel as one JSON parameter, so the statement's text is the same
@@ -111,33 +106,56 @@ async fn add_placements_txn(
             // One statement, so one snapshot: a pending removal that this statement could not
             // delete was claimed meanwhile (it is `leased` now, which the snapshot does not
             // show), and blocks the placement like a running one.
-            let blocking = "(j.state = 'leased' OR (j.state = 'pending' AND NOT EXISTS \
-                (SELECT 1 FROM taken t WHERE t.digest = j.digest AND t.target = j.target)))";
-            let sql = format!(
-                "WITH v AS MATERIALIZED (SELECT * FROM jsonb_to_recordset($2::jsonb) \
-                     AS r (digest TEXT, location TEXT, seen BIGINT)), \
-                 taken AS (DELETE FROM replication_jobs j USING v \
-                     WHERE j.kind = 'delete' AND j.state = 'pending' \
-                     AND j.digest = v.digest AND j.target = v.location \
-                     AND EXISTS (SELECT 1 FROM blobs b WHERE b.digest = v.digest) \
+            //
+            // Every check is a lookup by key per copy, whatever the planner believes of the
+            // tables: `v` carries, per copy, whether the blob is known and the id of the
+            // removal (a delete job) queued there, if any, each a scalar sub-select on a
+            // unique key. A join of the copies with the queue let a plan made on stale
+            // statistics (a burst of pushes has just queued thousands of jobs) hash every
+            // pending job on each run: in a 2000-blob replication run that scan was most of
+            // the statement's cost, and it grows with the queue. The pending removals to take
+            // over are deleted by id, behind a test of `v` alone, which PostgreSQL runs once
+            // before the scan: almost always there is none, and the `DELETE` reads nothing.
+            // (Its state is rechecked there, so that a removal claimed meanwhile is left
+            // alone, and blocks.)
+            let sql = "WITH v AS MATERIALIZED (SELECT r.digest, r.location, r.seen, \
+                     COALESCE((SELECT TRUE FROM blobs b WHERE b.digest = r.digest), FALSE) \
+                         AS known, \
+                     (SELECT d.id FROM replication_jobs d WHERE d.kind = 'delete' \
+                         AND d.digest = r.digest AND d.target = r.location) AS removal \
+                     FROM jsonb_to_recordset($2::jsonb) AS r (digest TEXT, location TEXT, seen BIGINT)), \
+                 taken AS (DELETE FROM replication_jobs j \
+                     WHERE EXISTS (SELECT 1 FROM v WHERE v.known AND v.removal IS NOT NULL) \
+                     AND j.id = ANY (ARRAY(SELECT v.removal FROM v \
+                         WHERE v.known AND v.removal IS NOT NULL)) \
+                     AND j.state = 'pending' \
                      RETURNING j.digest, j.target), \
                  ins AS (INSERT INTO blob_placements (digest, location, created_at) \
                      SELECT v.digest, v.location, $1 FROM v \
-                     {} AND (SELECT TRUE FROM blobs b WHERE b.digest = v.digest) \
+                     WHERE v.known \
+                     AND NOT COALESCE((SELECT j.state = 'leased' OR (j.state = 'pending' \
+                         AND NOT EXISTS (SELECT 1 FROM taken t \
+                             WHERE t.digest = j.digest AND t.target = j.target)) \
+                         FROM replication_jobs j WHERE j.id = v.removal), FALSE) \
+                     AND COALESCE((SELECT r.removals FROM removed_copies r \
+                         WHERE r.digest = v.digest AND r.location = v.location), 0) <= v.seen \
                      ON CONFLICT (digest, location) DO NOTHING RETURNING digest, location), \
                  fixed AS (DELETE FROM bad_copies c USING ins \
                      WHERE c.digest = ins.digest AND c.location = ins.location) \
-                 SELECT digest, location FROM ins",
-                insert_where.replace("{blocking}", blocking)
-            );
+                 SELECT digest, location FROM ins";
             let found = store
                 .db
-                .query_all(stmt(backend, &sql, values))
+                .query_all(stmt(backend, sql, values))
                 .await
                 .map_err(|e| db_error(op, e))?;
             pairs_of(&found, op)?
         }
         _ => {
+            let insert_where = "WHERE NOT EXISTS (SELECT 1 FROM replication_jobs j \
+                     WHERE j.kind = 'delete' AND j.digest = v.digest AND j.target = v.location \
+                     AND j.state = 'leased') \
+                 AND COALESCE((SELECT r.removals FROM removed_copies r \
+                     WHERE r.digest = v.digest AND r.location = v.location), 0) <= v.seen";
             // `VALUES` rows of the copies, their placeholders from `first` on.
             let rows = |first: usize| -> String {
                 let rows: Vec<String> = (0..copies.len())
@@ -179,7 +197,7 @@ async fn add_placements_txn(
                  {} \
                  ON CONFLICT (digest, location) DO NOTHING RETURNING digest, location",
                 rows(2),
-                insert_where.replace("{blocking}", "j.state = 'leased'")
+                insert_where
             );
             let found = txn
                 .query_all(stmt(backend, &sql, values))

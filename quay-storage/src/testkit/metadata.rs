@@ -140,6 +140,7 @@ macro_rules! __metadata_cases {
             get_unknown_blob_is_none
             get_blobs_with_removals_agrees_with_its_parts
             add_placements_answers_each_copy_in_order
+            add_placements_yield_to_delete_jobs_of_their_location
             repository_blob_needs_a_link
             link_blob_links_a_known_blob
             link_unknown_blob_is_false_and_creates_nothing

@@ -485,6 +485,77 @@ pub async fn commit_blob_yields_to_removals_of_its_location<H: MetadataHarness>(
     Ok(())
 }
 
+/// A verified copy (`add_placements`) yields to removals queued at its location, as a commit
+/// does: a delete job still pending there is taken over (removed with the placement, so that
+/// it never deletes the new copy), a running one (leased) refuses the copy with a temporary
+/// `Unavailable`, and each copy of one batch is answered on its own.
+pub async fn add_placements_yield_to_delete_jobs_of_their_location<H: MetadataHarness>(
+    h: &H,
+) -> Result<()> {
+    use quay_core::metadata::{PlacementIndex, PlacementToAdd};
+    use quay_core::{JobKind, JobOutbox, JobSpec};
+    let store = h.open().await?;
+    let Some(outbox) = store.outbox() else {
+        return Ok(());
+    };
+    let (eu, us, ap, sa) = (loc("eu")?, loc("us")?, loc("ap")?, loc("sa")?);
+    let commit = blob_commit("a", "layer", "us")?;
+    store.commit_blob(&commit).await?;
+    let delete = |target: &LocationId| JobSpec {
+        kind: JobKind::Delete,
+        digest: commit.digest.clone(),
+        target: target.clone(),
+    };
+    let lease = std::time::Duration::from_secs(60);
+    // A removal running in ap, one pending in eu; none in sa.
+    outbox.enqueue(&[delete(&ap)]).await?;
+    let running = outbox.claim(10, lease).await?;
+    assert_eq!(running.len(), 1, "the delete job in ap is claimed");
+    outbox.enqueue(&[delete(&eu)]).await?;
+    let copy = |location: &LocationId| -> Result<PlacementToAdd> {
+        Ok(PlacementToAdd {
+            digest: commit.digest.clone(),
+            location: location.clone(),
+            removals_seen: 0,
+        })
+    };
+    let answers = store
+        .add_placements(&[copy(&eu)?, copy(&ap)?, copy(&sa)?])
+        .await;
+    assert_eq!(answers.len(), 3, "one answer per copy");
+    let mut answers = answers.into_iter();
+    assert!(
+        matches!(answers.next(), Some(Ok(true))),
+        "a copy where a removal is pending is recorded"
+    );
+    match answers.next() {
+        Some(Err(e)) => {
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+            assert!(e.is_temporary(), "{e}");
+        }
+        other => panic!("a copy where a removal is running must be refused, got {other:?}"),
+    }
+    assert!(
+        matches!(answers.next(), Some(Ok(true))),
+        "a copy with no removal in its way is recorded"
+    );
+    let Some(record) = store.get_blob(&commit.digest).await? else {
+        panic!("blob gone");
+    };
+    assert_eq!(locations(&record), BTreeSet::from([eu, sa, us]));
+    let left = outbox.claim(10, lease).await?;
+    assert!(
+        left.is_empty(),
+        "the pending delete job was taken over: {left:?}"
+    );
+    assert_eq!(
+        outbox.complete_all(&running).await?,
+        1,
+        "the running one stays"
+    );
+    Ok(())
+}
+
 /// Push-time durability: the copies a commit carries are recorded with it, and no
 /// replication job is recorded for a location that a copy already fills.
 pub async fn commit_records_its_copies_without_jobs_for_them<H: MetadataHarness>(
