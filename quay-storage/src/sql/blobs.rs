@@ -336,25 +336,11 @@ async fn blobs_with_removals(
     wanted: &[(Digest, LocationId)],
 ) -> Result<Vec<(Option<BlobRecord>, Option<u64>)>> {
     let op = "get_blobs_with_removals";
-    let mut rows = Vec::with_capacity(wanted.len());
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(wanted.len() * 3);
-    for (i, (digest, location)) in wanted.iter().enumerate() {
-        let b = 1 + 3 * i;
-        rows.push(format!("(CAST(${b} AS BIGINT), ${}, ${})", b + 1, b + 2));
-        values.push((i as i64).into());
-        values.push(digest.to_string().into());
-        values.push(location.to_string().into());
-    }
-    let sql = format!(
-        "WITH v (i, digest, location) AS (VALUES {}) \
-         SELECT v.i AS i, b.size AS size, p.location AS held, \
-         COALESCE((SELECT r.removals FROM removed_copies r \
-                   WHERE r.digest = v.digest AND r.location = v.location), 0) AS removals \
-         FROM v LEFT JOIN blobs b ON b.digest = v.digest \
-         LEFT JOIN blob_placements p ON p.digest = b.digest \
-         ORDER BY v.i, p.created_at, p.location",
-        rows.join(", ")
-    );
+    let (sql, values) = if store.backend() == DbBackend::Postgres {
+        blobs_with_removals_pg(wanted)
+    } else {
+        blobs_with_removals_values(wanted)
+    };
     let found = store
         .db
         .query_all(stmt(store.backend(), &sql, values))
@@ -386,6 +372,56 @@ async fn blobs_with_removals(
         }
     }
     Ok(out)
+}
+
+/// The statement of [`blobs_with_removals`] on PostgreSQL: one text whatever the batch (the
+/// wanted blobs travel as one JSON parameter), so that each connection parses it once and
+/// PostgreSQL reuses its plan. Each wanted blob is a key lookup (`LATERAL … OFFSET 0` keeps the
+/// planner from turning it into a join that scans `blobs`, which a generic plan, knowing
+/// nothing of the batch's size, might otherwise choose).
+fn blobs_with_removals_pg(wanted: &[(Digest, LocationId)]) -> (String, Vec<sea_orm::Value>) {
+    let rows: Vec<serde_json::Value> = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, (digest, location))| {
+            serde_json::json!({"i": i, "digest": digest.to_string(), "location": location.to_string()})
+        })
+        .collect();
+    let sql = "SELECT v.i AS i, b.size AS size, p.location AS held, \
+         COALESCE((SELECT r.removals FROM removed_copies r \
+                   WHERE r.digest = v.digest AND r.location = v.location), 0) AS removals \
+         FROM jsonb_to_recordset($1::jsonb) AS v (i BIGINT, digest TEXT, location TEXT) \
+         LEFT JOIN LATERAL (SELECT b.digest, b.size FROM blobs b \
+                            WHERE b.digest = v.digest OFFSET 0) b ON TRUE \
+         LEFT JOIN LATERAL (SELECT p.location, p.created_at FROM blob_placements p \
+                            WHERE p.digest = b.digest OFFSET 0) p ON TRUE \
+         ORDER BY v.i, p.created_at, p.location";
+    let values = vec![serde_json::Value::from(rows).to_string().into()];
+    (sql.to_owned(), values)
+}
+
+/// The statement of [`blobs_with_removals`] elsewhere: a `VALUES` row per wanted blob.
+fn blobs_with_removals_values(wanted: &[(Digest, LocationId)]) -> (String, Vec<sea_orm::Value>) {
+    let mut rows = Vec::with_capacity(wanted.len());
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(wanted.len() * 3);
+    for (i, (digest, location)) in wanted.iter().enumerate() {
+        let b = 1 + 3 * i;
+        rows.push(format!("(CAST(${b} AS BIGINT), ${}, ${})", b + 1, b + 2));
+        values.push((i as i64).into());
+        values.push(digest.to_string().into());
+        values.push(location.to_string().into());
+    }
+    let sql = format!(
+        "WITH v (i, digest, location) AS (VALUES {}) \
+         SELECT v.i AS i, b.size AS size, p.location AS held, \
+         COALESCE((SELECT r.removals FROM removed_copies r \
+                   WHERE r.digest = v.digest AND r.location = v.location), 0) AS removals \
+         FROM v LEFT JOIN blobs b ON b.digest = v.digest \
+         LEFT JOIN blob_placements p ON p.digest = b.digest \
+         ORDER BY v.i, p.created_at, p.location",
+        rows.join(", ")
+    );
+    (sql, values)
 }
 
 /// The record of `digest` (only when linked into `repository`, if given), in one statement:
