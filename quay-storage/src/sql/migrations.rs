@@ -81,6 +81,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "blob commit in one call",
         statements: commit_blob_function,
     },
+    Migration {
+        version: 12,
+        name: "one index for claiming jobs",
+        statements: drop_due_index,
+    },
 ];
 
 /// Every schema version this build knows, ascending.
@@ -593,6 +598,16 @@ EXCEPTION WHEN SQLSTATE 'QY001' THEN
     RETURN FALSE;
 END
 $body$";
+
+/// Version 12: drops `replication_jobs_due (state, not_before)`, which
+/// `replication_jobs_claim (state, priority DESC, not_before)` (version 9) made redundant:
+/// every read it served (due jobs, expired leases, dead jobs, all by state first) is served by
+/// the other. A claim rewrites every column of that index (state, priority), so each claimed
+/// job paid for one more index entry than it needed, as did each queued one. Harmless to older
+/// releases sharing the database: no statement names an index.
+fn drop_due_index(_backend: DbBackend) -> Vec<String> {
+    vec!["DROP INDEX IF EXISTS replication_jobs_due".to_owned()]
+}
 
 /// Version 3: the saved state of a chunked upload that streams into the location's native
 /// multipart upload (upload id, part ETags, the hash so far, the unsent tail), so that the
