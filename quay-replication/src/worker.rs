@@ -22,7 +22,9 @@
 //! # Throughput
 //!
 //! The loop keeps a small buffer of claimed jobs, refilled by one claim when it runs half
-//! empty, so that a job that ends is followed at once instead of after a claim round trip. A
+//! empty, so that a job that ends is followed at once instead of after a claim round trip. The
+//! claim runs beside the loop (the loop goes on starting buffered jobs while it is under way),
+//! and at a stop a claim under way is let finish and its jobs given back with the buffer's. A
 //! buffered job whose lease aged past a heartbeat interval is renewed before it starts.
 //!
 //! Right after a claim, the records of all its blobs (placements, and removal counts in the
@@ -200,41 +202,64 @@ impl ReplicationWorker {
             "replication worker started"
         );
         let mut progress = Progress::new(self.counters.totals());
+        // The claim (and the read of its blobs' records) runs beside the loop, so that jobs
+        // that end meanwhile are followed at once from the buffer: awaited in the loop, the
+        // claims of a 2000-blob run held new jobs back for a fifth of its time.
+        let mut claiming: Option<ClaimInFlight> = None;
+        // Whether the next turn may claim: after a full batch, a finished job or a poll
+        // interval; not right after a claim that found fewer jobs than it asked for.
+        let mut claim_now = true;
         loop {
             progress.maybe_log(self.counters.totals());
             while running.try_join_next().is_some() {}
-            let mut claimed = 0;
-            if buffer.len() <= concurrency / 2 {
-                match self.claim(concurrency).await {
-                    Ok(jobs) => {
-                        claimed = jobs.len();
-                        buffer.extend(jobs);
-                    }
-                    Err(e) => warn!(error = %e, "cannot claim replication jobs"),
-                }
+            if claim_now && claiming.is_none() && buffer.len() <= concurrency / 2 {
+                claim_now = false;
+                let me = self.clone();
+                claiming = Some(Box::pin(async move { me.claim(concurrency).await }));
             }
             while running.len() < concurrency {
                 let Some(job) = buffer.pop_front() else { break };
                 let (me, done) = (self.clone(), done_tx.clone());
                 running.spawn(async move { me.handle(job, Some(&done)).await });
             }
-            // Claim again at once while the queue hands out full batches; otherwise wait for a
-            // slot to free up or the next poll.
-            let wait = if claimed == concurrency && buffer.len() <= concurrency / 2 {
-                Duration::ZERO
-            } else {
-                self.config.poll_interval
+            let idle = claiming.is_none() && (buffer.is_empty() || running.len() < concurrency);
+            let woke = tokio::select! {
+                _ = &mut shutdown => Wake::Stop,
+                claimed = async {
+                    match claiming.as_mut() {
+                        Some(claim) => claim.await,
+                        None => std::future::pending().await,
+                    }
+                }, if claiming.is_some() => Wake::Claimed(claimed),
+                _ = tokio::time::sleep(self.config.poll_interval), if idle => Wake::Again,
+                Some(_) = running.join_next(), if !running.is_empty() => Wake::Again,
             };
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = tokio::time::sleep(wait), if buffer.is_empty() || running.len() < concurrency => {}
-                Some(_) = running.join_next(), if !running.is_empty() => {}
+            match woke {
+                Wake::Stop => break,
+                Wake::Again => claim_now = true,
+                Wake::Claimed(claimed) => {
+                    claiming = None;
+                    match claimed {
+                        Ok(jobs) => {
+                            // Claim again at once while the queue hands out full batches.
+                            claim_now = jobs.len() == concurrency;
+                            buffer.extend(jobs);
+                        }
+                        Err(e) => warn!(error = %e, "cannot claim replication jobs"),
+                    }
+                }
             }
         }
         info!(
             running = running.len(),
             "replication worker stopping; finishing running jobs"
         );
+        // A claim under way at the stop is let finish, and its jobs given back with the rest.
+        if let Some(claim) = claiming.take() {
+            if let Ok(jobs) = claim.await {
+                buffer.extend(jobs);
+            }
+        }
         for job in buffer {
             if let Err(e) = self.queue.defer(&job.lease, Duration::ZERO).await {
                 debug!(job = %job.lease.job.id, error = %e, "cannot give back a buffered job");
@@ -470,6 +495,20 @@ struct Claimed {
     lease: Lease,
     at: Instant,
     before: Option<(Instant, BeforeCopy)>,
+}
+
+/// A claim running beside the worker's loop.
+type ClaimInFlight =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Claimed>>> + Send>>;
+
+/// What woke the worker's loop.
+enum Wake {
+    /// The worker is told to stop.
+    Stop,
+    /// A job ended, or a poll interval passed.
+    Again,
+    /// The claim under way ended.
+    Claimed(Result<Vec<Claimed>>),
 }
 
 /// How long a blob's record read with a claim stays good enough to start a copy from; a job
