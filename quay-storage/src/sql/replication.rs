@@ -115,14 +115,18 @@ async fn add_placements_txn(
             // pending job on each run: in a 2000-blob replication run that scan was most of
             // the statement's cost, and it grows with the queue. The pending removals to take
             // over are deleted by id, behind a test of `v` alone, which PostgreSQL runs once
-            // before the scan: almost always there is none, and the `DELETE` reads nothing.
+            // before the scan: almost always there is none, and the `DELETE` reads nothing. The
+            // recorded problems of copies that are back (`bad_copies`) are forgotten behind the
+            // same kind of test.
             // (Its state is rechecked there, so that a removal claimed meanwhile is left
             // alone, and blocks.)
             let sql = "WITH v AS MATERIALIZED (SELECT r.digest, r.location, r.seen, \
                      COALESCE((SELECT TRUE FROM blobs b WHERE b.digest = r.digest), FALSE) \
                          AS known, \
                      (SELECT d.id FROM replication_jobs d WHERE d.kind = 'delete' \
-                         AND d.digest = r.digest AND d.target = r.location) AS removal \
+                         AND d.digest = r.digest AND d.target = r.location) AS removal, \
+                     EXISTS (SELECT 1 FROM bad_copies c \
+                         WHERE c.digest = r.digest AND c.location = r.location) AS bad \
                      FROM jsonb_to_recordset($2::jsonb) AS r (digest TEXT, location TEXT, seen BIGINT)), \
                  taken AS (DELETE FROM replication_jobs j \
                      WHERE EXISTS (SELECT 1 FROM v WHERE v.known AND v.removal IS NOT NULL) \
@@ -141,7 +145,8 @@ async fn add_placements_txn(
                          WHERE r.digest = v.digest AND r.location = v.location), 0) <= v.seen \
                      ON CONFLICT (digest, location) DO NOTHING RETURNING digest, location), \
                  fixed AS (DELETE FROM bad_copies c USING ins \
-                     WHERE c.digest = ins.digest AND c.location = ins.location) \
+                     WHERE EXISTS (SELECT 1 FROM v WHERE v.bad) \
+                     AND c.digest = ins.digest AND c.location = ins.location) \
                  SELECT digest, location FROM ins";
             let found = store
                 .db

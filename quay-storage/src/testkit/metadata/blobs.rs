@@ -488,7 +488,8 @@ pub async fn commit_blob_yields_to_removals_of_its_location<H: MetadataHarness>(
 /// A verified copy (`add_placements`) yields to removals queued at its location, as a commit
 /// does: a delete job still pending there is taken over (removed with the placement, so that
 /// it never deletes the new copy), a running one (leased) refuses the copy with a temporary
-/// `Unavailable`, and each copy of one batch is answered on its own.
+/// `Unavailable`, and each copy of one batch is answered on its own. A copy placed again after
+/// it was found bad resolves the recorded problem.
 pub async fn add_placements_yield_to_delete_jobs_of_their_location<H: MetadataHarness>(
     h: &H,
 ) -> Result<()> {
@@ -542,7 +543,7 @@ pub async fn add_placements_yield_to_delete_jobs_of_their_location<H: MetadataHa
     let Some(record) = store.get_blob(&commit.digest).await? else {
         panic!("blob gone");
     };
-    assert_eq!(locations(&record), BTreeSet::from([eu, sa, us]));
+    assert_eq!(locations(&record), BTreeSet::from([eu.clone(), sa, us]));
     let left = outbox.claim(10, lease).await?;
     assert!(
         left.is_empty(),
@@ -552,6 +553,29 @@ pub async fn add_placements_yield_to_delete_jobs_of_their_location<H: MetadataHa
         outbox.complete_all(&running).await?,
         1,
         "the running one stays"
+    );
+
+    // A copy found bad loses its placement; a verified copy placed again forgets the problem.
+    use quay_core::{CopyProblem, RepairIndex};
+    assert!(
+        store
+            .record_bad_copy(&commit.digest, &eu, CopyProblem::Corrupt)
+            .await?,
+        "us holds it too, so eu's placement goes"
+    );
+    assert_eq!(
+        store.bad_copies(10).await?.len(),
+        1,
+        "the problem is recorded"
+    );
+    let again = store.add_placements(&[copy(&eu)?]).await;
+    assert!(
+        matches!(again.as_slice(), [Ok(true)]),
+        "the copy is back: {again:?}"
+    );
+    assert!(
+        store.bad_copies(10).await?.is_empty(),
+        "a verified copy placed again resolves its problem"
     );
     Ok(())
 }
