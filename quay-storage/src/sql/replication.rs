@@ -108,18 +108,17 @@ async fn add_placements_txn(
             // show), and blocks the placement like a running one.
             //
             // Every check is a lookup by key per copy, whatever the planner believes of the
-            // tables: `v` carries, per copy, whether the blob is known and the id of the
-            // removal (a delete job) queued there, if any, each a scalar sub-select on a
-            // unique key. A join of the copies with the queue let a plan made on stale
-            // statistics (a burst of pushes has just queued thousands of jobs) hash every
-            // pending job on each run: in a 2000-blob replication run that scan was most of
-            // the statement's cost, and it grows with the queue. The pending removals to take
-            // over are deleted by id, behind a test of `v` alone, which PostgreSQL runs once
-            // before the scan: almost always there is none, and the `DELETE` reads nothing. The
-            // recorded problems of copies that are back (`bad_copies`) are forgotten behind the
-            // same kind of test.
-            // (Its state is rechecked there, so that a removal claimed meanwhile is left
-            // alone, and blocks.)
+            // tables: `v` carries, per copy, whether the blob is known, the id of the removal
+            // (a delete job) queued there if any, and whether a problem is recorded for the
+            // copy, each a scalar sub-select on a unique key. A join of the copies with the
+            // queue let a plan made on stale statistics (a burst of pushes has just queued
+            // thousands of jobs, and `state = 'pending'` looked like two rows) hash every
+            // pending job on each run, a cost that grows with the queue. The pending removals
+            // to take over are deleted by id, behind a test of `v` alone, which PostgreSQL
+            // runs once before the scan: almost always there is none, and the `DELETE` reads
+            // nothing. (Their state is rechecked there, so that a removal claimed meanwhile
+            // is left alone, and blocks.) The recorded problems of copies that are back
+            // (`bad_copies`) are forgotten behind the same kind of test.
             let sql = "WITH v AS MATERIALIZED (SELECT r.digest, r.location, r.seen, \
                      COALESCE((SELECT TRUE FROM blobs b WHERE b.digest = r.digest), FALSE) \
                          AS known, \
