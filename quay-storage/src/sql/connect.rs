@@ -68,12 +68,36 @@ async fn open_sqlite(url: &str, timeout: Duration) -> Result<DatabaseConnection>
             .synchronous(SqliteSynchronous::Normal);
         SqlitePoolOptions::new().max_connections(SQLITE_MAX_CONNECTIONS)
     };
-    let pool = pool
-        .acquire_timeout(timeout)
-        .connect_with(options)
-        .await
-        .map_err(|e| sqlx_error("connect", e).with_context("backend", "sqlite"))?;
+    let pool = pool.acquire_timeout(timeout);
+    // The first connection switches a new file to WAL, which needs the database to itself:
+    // while another process (or pool) migrates the same new file, SQLite refuses the switch
+    // with "database is locked" at once, without waiting. Such a refusal is tried again until
+    // the busy timeout has passed; once the file is in WAL mode, the switch is a no-op.
+    let deadline = tokio::time::Instant::now() + SQLITE_BUSY_TIMEOUT;
+    let pool = loop {
+        match pool.clone().connect_with(options.clone()).await {
+            Ok(pool) => break pool,
+            Err(e) if is_locked(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => {
+                return Err(sqlx_error("connect", e).with_context("backend", "sqlite"));
+            }
+        }
+    };
     Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+}
+
+/// Whether SQLite refused for a lock another connection holds (`SQLITE_BUSY` or
+/// `SQLITE_LOCKED`, with their extended codes).
+fn is_locked(e: &sea_orm::sqlx::Error) -> bool {
+    match e {
+        sea_orm::sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+        _ => false,
+    }
 }
 
 async fn open_postgres(url: &str, timeout: Duration) -> Result<DatabaseConnection> {
