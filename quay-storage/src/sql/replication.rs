@@ -110,22 +110,23 @@ async fn add_placements_txn(
             // Every check is a lookup by key per copy, whatever the planner believes of the
             // tables: `v` carries, per copy, whether the blob is known, the id of the removal
             // (a delete job) queued there if any, and whether a problem is recorded for the
-            // copy, each a scalar sub-select on a unique key. A join of the copies with the
-            // queue let a plan made on stale statistics (a burst of pushes has just queued
-            // thousands of jobs, and `state = 'pending'` looked like two rows) hash every
-            // pending job on each run, a cost that grows with the queue. The pending removals
-            // to take over are deleted by id, behind a test of `v` alone, which PostgreSQL
-            // runs once before the scan: almost always there is none, and the `DELETE` reads
-            // nothing. (Their state is rechecked there, so that a removal claimed meanwhile
-            // is left alone, and blocks.) The recorded problems of copies that are back
-            // (`bad_copies`) are forgotten behind the same kind of test.
+            // copy, each a scalar sub-select on a unique key (not `EXISTS`, which PostgreSQL
+            // may run as one hashed read of the whole table when it looks small enough). A
+            // join of the copies with the queue let a plan made on stale statistics (a burst
+            // of pushes has just queued thousands of jobs, and `state = 'pending'` looked like
+            // two rows) hash every pending job on each run, a cost that grows with the queue.
+            // The pending removals to take over are deleted by id, behind a test of `v`
+            // alone, which PostgreSQL runs once before the scan: almost always there is none,
+            // and the `DELETE` reads nothing. (Their state is rechecked there, so that a
+            // removal claimed meanwhile is left alone, and blocks.) The recorded problems of
+            // copies that are back (`bad_copies`) are forgotten behind the same kind of test.
             let sql = "WITH v AS MATERIALIZED (SELECT r.digest, r.location, r.seen, \
                      COALESCE((SELECT TRUE FROM blobs b WHERE b.digest = r.digest), FALSE) \
                          AS known, \
                      (SELECT d.id FROM replication_jobs d WHERE d.kind = 'delete' \
                          AND d.digest = r.digest AND d.target = r.location) AS removal, \
-                     EXISTS (SELECT 1 FROM bad_copies c \
-                         WHERE c.digest = r.digest AND c.location = r.location) AS bad \
+                     COALESCE((SELECT TRUE FROM bad_copies c \
+                         WHERE c.digest = r.digest AND c.location = r.location), FALSE) AS bad \
                      FROM jsonb_to_recordset($2::jsonb) AS r (digest TEXT, location TEXT, seen BIGINT)), \
                  taken AS (DELETE FROM replication_jobs j \
                      WHERE EXISTS (SELECT 1 FROM v WHERE v.known AND v.removal IS NOT NULL) \
