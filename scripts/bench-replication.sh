@@ -14,8 +14,9 @@
 # or a venv under target/), and only if that fails Debian's (`apt-get install rclone`, as
 # root; Debian 12's 1.60 copies nothing from s3s-fs 0.14), and says which.
 # Other variables (QUAY_BENCH_SMALL, QUAY_BENCH_SMALL_KIB, QUAY_BENCH_LARGE,
-# QUAY_BENCH_LARGE_MIB, QUAY_BENCH_CONCURRENCY, RCLONE=/path/to/rclone) are passed through;
-# see the bench's header.
+# QUAY_BENCH_LARGE_MIB, QUAY_BENCH_CONCURRENCY, QUAY_BENCH_ROUNDS, RCLONE=/path/to/rclone) are
+# passed through; see the bench's header. QUAY_BENCH_ROUNDS=3 runs every case three times and
+# judges the targets on the median ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
