@@ -89,7 +89,7 @@ impl BlobIndex for SqlMetadataStore {
             let now = now_ms();
             let size = to_db("blob size", record.size)?;
 
-            let txn = self.write_txn(op).await?;
+            let (txn, _turn) = self.write_txn(op).await?;
             ensure_repository(&txn, &record.repository, now, op).await?;
             let blob_row = blob::ActiveModel {
                 digest: Set(digest.clone()),
@@ -204,7 +204,7 @@ impl BlobIndex for SqlMetadataStore {
             let op = "link_blob";
             let err = |e: DbErr| db_error(op, e).with_context("digest", digest);
             let now = now_ms();
-            let txn = self.write_txn(op).await?;
+            let (txn, _turn) = self.write_txn(op).await?;
             ensure_repository(&txn, repository, now, op).await?;
             let known = blob::Entity::find_by_id(digest.to_string())
                 .one(&txn)
@@ -242,7 +242,7 @@ impl BlobIndex for SqlMetadataStore {
         let op = "delete_blob_if_unreferenced";
         let err = |e: DbErr| db_error(op, e).with_context("digest", digest);
         let key = digest.to_string();
-        let txn = self.write_txn(op).await?;
+        let (txn, _turn) = self.write_txn(op).await?;
 
         // Placements first (a write, and the foreign key wants them gone before the blob),
         // guarded by the same "no links" condition as the blob.

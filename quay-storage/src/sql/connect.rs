@@ -18,7 +18,7 @@ use sea_orm::{DatabaseConnection, SqlxPostgresConnector, SqlxSqliteConnector};
 use super::error::sqlx_error;
 
 /// How long a SQLite writer waits for the database lock before giving up.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections of a file-backed SQLite pool: WAL lets readers run beside the one writer.
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
 /// Connections of a Postgres pool.

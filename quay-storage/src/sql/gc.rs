@@ -441,7 +441,7 @@ impl GarbageIndex for SqlMetadataStore {
     ) -> Result<bool> {
         let op = "restore_tag";
         let now = now_ms();
-        let txn = self.write_txn(op).await?;
+        let (txn, _turn) = self.write_txn(op).await?;
         let known = txn
             .query_one(stmt(
                 self.backend(),
@@ -510,7 +510,7 @@ impl GarbageIndex for SqlMetadataStore {
         children: &[Digest],
     ) -> Result<()> {
         let op = "record_references";
-        let txn = self.write_txn(op).await?;
+        let (txn, _turn) = self.write_txn(op).await?;
         // Only what exists: a reference to a blob or child that is gone keeps nothing alive.
         let mut present = [Vec::new(), Vec::new()];
         for (i, (table, targets)) in [("repository_blobs", blobs), ("manifests", children)]
@@ -805,7 +805,7 @@ impl SqlMetadataStore {
                 "NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = {table}.digest)"
             )
         };
-        let txn = self.write_txn(op).await?;
+        let (txn, _turn) = self.write_txn(op).await?;
         let placements = txn
             .query_all(stmt(
                 self.backend(),

@@ -45,7 +45,7 @@ impl ManifestIndex for SqlMetadataStore {
                 references_recorded: Set(None),
             };
 
-            let txn = self.write_txn(op).await?;
+            let (txn, _turn) = self.write_txn(op).await?;
             ensure_repository(&txn, repository, now, op).await?;
             // A manifest pushed again keeps its row and renews its push time (protection from
             // collection while the push finishes, e.g. the index that lists it).
@@ -138,7 +138,7 @@ impl ManifestIndex for SqlMetadataStore {
                     .with_context("repository", repository)
                     .with_context("digest", digest)
             };
-            let txn = self.write_txn(op).await?;
+            let (txn, _turn) = self.write_txn(op).await?;
             tag::Entity::delete_many()
                 .filter(tag::Column::Repository.eq(repository.as_str()))
                 .filter(tag::Column::ManifestDigest.eq(digest.to_string()))
@@ -160,7 +160,7 @@ impl ManifestIndex for SqlMetadataStore {
     async fn delete_tag(&self, repository: &RepositoryName, name: &Tag) -> Result<bool> {
         self.retrying("delete_tag", Replay::BeforeCommit, || async move {
             let op = "delete_tag";
-            let txn = self.write_txn(op).await?;
+            let (txn, _turn) = self.write_txn(op).await?;
             // The deleted tag's target goes to the history: the time machine keeps it.
             super::gc::record_tag_history(&txn, repository, name, None, now_ms(), op).await?;
             let deleted = tag::Entity::delete_many()

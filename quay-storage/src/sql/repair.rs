@@ -42,7 +42,7 @@ impl RepairIndex for SqlMetadataStore {
     ) -> Result<bool> {
         let op = "record_bad_copy";
         let key = || -> Vec<Value> { vec![digest.to_string().into(), location.to_string().into()] };
-        let txn = self.write_txn(op).await?;
+        let (txn, _turn) = self.write_txn(op).await?;
         // Drop this placement only while another location holds the blob: the statement is
         // its own condition, so two findings at once cannot drop both placements.
         let dropped = txn

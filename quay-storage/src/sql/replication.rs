@@ -179,7 +179,7 @@ async fn add_placements_txn(
             }
             let mut values: Vec<Value> = vec![now_ms().into()];
             values.extend(copy_values.iter().cloned());
-            let txn = store.write_txn(op).await?;
+            let (txn, _turn) = store.write_txn(op).await?;
             // One writer at a time: nothing changes between these statements.
             txn.execute(stmt(
                 backend,
@@ -484,7 +484,7 @@ impl PlacementIndex for SqlMetadataStore {
 
     async fn remove_location(&self, location: &LocationId, force: bool) -> Result<LocationRemoval> {
         let op = "remove_location";
-        let txn = self.write_txn(op).await?;
+        let (txn, _turn) = self.write_txn(op).await?;
         let backend = self.backend();
         // A write first, so SQLite takes its write lock now (see the module docs).
         let jobs = txn

@@ -105,7 +105,7 @@ impl UploadStore for SqlMetadataStore {
             );
             let err = |e: DbErr| db_error(op, e).with_context("upload", id);
 
-            let txn = self.write_txn(op).await?;
+            let (txn, _turn) = self.write_txn(op).await?;
             let updated = upload::Entity::update_many()
                 .col_expr(upload::Column::Size, Expr::value(new_size_db))
                 .col_expr(upload::Column::UpdatedAt, Expr::value(now_ms()))
@@ -223,7 +223,7 @@ impl UploadStore for SqlMetadataStore {
     async fn delete_upload(&self, id: &str) -> Result<()> {
         self.retrying("delete_upload", Replay::Idempotent, || async move {
             let op = "delete_upload";
-            let txn = self.write_txn(op).await?;
+            let (txn, _turn) = self.write_txn(op).await?;
             delete_upload_rows(&txn, id, op).await?;
             commit(txn, op).await
         })
