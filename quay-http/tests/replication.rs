@@ -50,7 +50,26 @@ struct Regions {
     client: reqwest::Client,
     store: SqlMetadataStore,
     dir: tempfile::TempDir,
-    _pg: Option<TestDatabase>,
+    _pg: DropsDatabase,
+}
+
+/// The test's PostgreSQL database, dropped with the test's regions (on a thread of its own:
+/// there is no async drop; `WITH (FORCE)` ends the connections still open on it).
+struct DropsDatabase(Option<TestDatabase>);
+
+impl Drop for DropsDatabase {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(db.drop_database())
+            })
+            .join();
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -110,7 +129,7 @@ impl Regions {
                 .unwrap(),
             store,
             dir,
-            _pg: pg,
+            _pg: DropsDatabase(pg),
         }
     }
 
