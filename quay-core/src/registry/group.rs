@@ -10,7 +10,8 @@
 //! leader waits that long before taking the queue, so that a batch gathers what arrives
 //! meanwhile. Callers that come one at a time never wait. On the replication worker's small
 //! copies, a 2 ms linger on placements made their batches about twice as large and cut
-//! PostgreSQL's CPU per job by a third (the statement's fixed cost dominates).
+//! PostgreSQL's CPU per job by a third (the statement's fixed cost dominates); 5 ms, the
+//! placements' linger now, took about a fifth more off.
 //!
 //! A leader whose future is dropped mid-batch (its caller went away: a client hung up) drops
 //! that batch's answers: their callers queue their requests again, and the next caller to lead
