@@ -60,14 +60,7 @@ struct DropsDatabase(Option<TestDatabase>);
 impl Drop for DropsDatabase {
     fn drop(&mut self) {
         if let Some(db) = self.0.take() {
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(db.drop_database())
-            })
-            .join();
+            let _ = db.drop_database_blocking();
         }
     }
 }

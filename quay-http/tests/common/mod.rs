@@ -38,14 +38,7 @@ impl Drop for Server {
         self.task.abort();
         // The last instance on a test database drops it (on a thread of its own: no async drop).
         if let Some(db) = self.pg.take().and_then(|pg| Arc::try_unwrap(pg).ok()) {
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(db.drop_database())
-            })
-            .join();
+            let _ = db.drop_database_blocking();
         }
     }
 }

@@ -80,6 +80,21 @@ impl TestDatabase {
         dropped.map_err(|e| admin_error("drop a test database", &self.admin, e))?;
         Ok(())
     }
+
+    /// [`drop_database`](Self::drop_database) from synchronous code, such as a `Drop` (there
+    /// is no async drop), even inside a runtime: it runs on a thread and runtime of its own
+    /// and waits for them.
+    pub fn drop_database_blocking(self) -> Result<()> {
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::internal(format!("cannot start a runtime: {e}")))?
+                .block_on(self.drop_database())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(Error::internal("dropping a test database panicked")))
+    }
 }
 
 /// A [`SqlMetadataStore`] on a fresh database, with the handle that drops it.
