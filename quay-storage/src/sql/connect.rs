@@ -15,7 +15,7 @@ use sea_orm::sqlx::sqlite::{
 use sea_orm::sqlx::Connection;
 use sea_orm::{DatabaseConnection, SqlxPostgresConnector, SqlxSqliteConnector};
 
-use super::error::sqlx_error;
+use super::error::{sqlite_primary_code, sqlx_error};
 
 /// How long a SQLite writer waits for the database lock before giving up.
 pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -92,10 +92,9 @@ async fn open_sqlite(url: &str, timeout: Duration) -> Result<DatabaseConnection>
 /// `SQLITE_LOCKED`, with their extended codes).
 fn is_locked(e: &sea_orm::sqlx::Error) -> bool {
     match e {
-        sea_orm::sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|code| code.parse::<i32>().ok())
-            .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+        sea_orm::sqlx::Error::Database(db) => {
+            matches!(sqlite_primary_code(db.as_ref()), Some(5 | 6))
+        }
         _ => false,
     }
 }

@@ -77,16 +77,21 @@ fn classify_sqlx(err: &sqlx::Error) -> (ErrorKind, bool) {
     }
 }
 
+/// The primary result code of a SQLite error (extended result codes keep it in the low byte);
+/// `None` for another database's error.
+pub(crate) fn sqlite_primary_code(db: &dyn sqlx::error::DatabaseError) -> Option<i32> {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+    db.code()?.parse::<i32>().ok().map(|code| code & 0xff)
+}
+
 fn classify_database(db: &dyn sqlx::error::DatabaseError) -> (ErrorKind, bool) {
     if db.is_unique_violation() || db.is_foreign_key_violation() {
         return (ErrorKind::Conflict, false);
     }
     let code = db.code().unwrap_or_default();
     if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        // Extended result codes keep the primary code in the low byte: BUSY (5), LOCKED (6),
-        // IOERR (10), FULL (13), CANTOPEN (14).
-        let primary = code.parse::<i32>().unwrap_or(0) & 0xff;
-        if matches!(primary, 5 | 6 | 10 | 13 | 14) {
+        // BUSY (5), LOCKED (6), IOERR (10), FULL (13), CANTOPEN (14).
+        if matches!(sqlite_primary_code(db), Some(5 | 6 | 10 | 13 | 14)) {
             return (ErrorKind::Unavailable, true);
         }
         return (ErrorKind::Internal, false);
