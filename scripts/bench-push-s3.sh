@@ -14,6 +14,7 @@
 #   scripts/bench-push-s3.sh            # 1000 x 64 KiB and 8 x 64 MiB, 8 clients, SQLite
 #   SMALL=300 LARGE=8 CLIENTS=8 scripts/bench-push-s3.sh
 #   DB=postgres scripts/bench-push-s3.sh  # both servers on PostgreSQL (PG=postgresql://...)
+#   PIN=1 scripts/bench-push-s3.sh        # the S3 server on a CPU of its own (see below)
 #
 # DB is `sqlite` (the embedded default: a file beside each server) or `postgres` (a fresh
 # database per server on the local server, dropped at the end), and the output says which.
@@ -31,6 +32,12 @@
 # Notes on the S3 server: s3s-fs writes each object to a temporary file and renames it, without
 # fsync; it serves everything from one process on the same 2 cores as quay-server, curl and
 # rclone. Figures are of this machine, this run: compare the ratios, not the absolutes.
+#
+# PIN=1 gives the S3 server CPU 1 to itself and puts everything else on CPU 0: both
+# quay-servers, their PostgreSQL backends, curl and rclone. That is S3 as deployments meet it,
+# a service on other machines, where the unpinned run makes the registry's host pay for the
+# S3 server too (about as much CPU per small object as quay-server itself). Every side of the
+# comparison still runs on the same one CPU; only the S3 server's work moves off it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +45,7 @@ SMALL="${SMALL:-1000}"
 LARGE="${LARGE:-8}"
 CLIENTS="${CLIENTS:-8}"
 DB="${DB:-sqlite}"
+PIN="${PIN:-0}"
 PG="${PG:-postgresql://postgres@127.0.0.1:5432}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 # The bench's files (the S3 servers' data, local files, the blobs) live on tmpfs when there is
@@ -74,6 +82,22 @@ postgres)
     ;;
 *) echo "DB must be sqlite or postgres, not $DB" >&2; exit 1 ;;
 esac
+# APP prefixes the commands that run on the registry's CPU (curl, rclone) when PIN=1.
+APP=()
+case "$PIN" in
+0) ;;
+1)
+    [ "$(nproc)" -ge 2 ] || { echo "PIN=1 needs two CPUs; this machine has $(nproc)" >&2; exit 1; }
+    command -v taskset >/dev/null || { echo "PIN=1 needs taskset (Debian's util-linux)" >&2; exit 1; }
+    APP=(taskset -c 0)
+    ;;
+*) echo "PIN must be 0 or 1, not $PIN" >&2; exit 1 ;;
+esac
+# Moves every thread of process PID to CPU N (PIN=1 only).
+pin() { # cpu pid
+    [ "$PIN" = 1 ] || return 0
+    taskset -a -p -c "$1" "$2" >/dev/null
+}
 # The DB_URI of a server whose data lives in DIR: a SQLite file there, or a fresh PostgreSQL
 # database (dropped at the end). Sets URI (not printed: DATABASES must grow in this shell).
 db_uri() { # dir name
@@ -111,6 +135,7 @@ mkdir -p "$WORK/s3"
     --bucket quay --bucket rclone >"$WORK/s3.out" 2>"$WORK/s3.err" &
 PIDS+=($!)
 S3SRV_PID=$!
+pin 1 "$S3SRV_PID"
 for _ in $(seq 1 100); do grep -q listening "$WORK/s3.out" 2>/dev/null && break; sleep 0.1; done
 S3="$(awk '/listening on/ {print $3}' "$WORK/s3.out")"
 [ -n "$S3" ] || { cat "$WORK/s3.err"; exit 1; }
@@ -136,6 +161,7 @@ DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS: [s3]
 EOF
 start_quay "$S3_PORT" "$WORK/q-s3" "$WORK/q-s3.log" "$WORK/q-s3/config.yaml"
 S3_PID=$QUAY_PID
+pin 0 "$S3_PID"
 
 # quay-server on local files (the embedded default's storage).
 FS_PORT="$(free_port)"
@@ -152,6 +178,7 @@ DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS: [local]
 EOF
 start_quay "$FS_PORT" "$WORK/q-fs" "$WORK/q-fs.log" "$WORK/q-fs/config.yaml"
 FS_PID=$QUAY_PID
+pin 0 "$FS_PID"
 
 # One curl config of monolithic pushes of every file in a folder, to one server and repo.
 # `next` goes between transfers only: curl 7.88 refuses a config that ends with one ("no URL
@@ -172,7 +199,7 @@ push() { # config
     local t0 t1 codes
     sync
     t0="$(now)"
-    codes="$(curl -s --parallel --parallel-max "$CLIENTS" -K "$1")"
+    codes="$("${APP[@]}" curl -s --parallel --parallel-max "$CLIENTS" -K "$1")"
     t1="$(now)"
     if [ "$(grep -c '^201$' <<<"$codes")" -ne "$(grep -c '^url' "$1")" ]; then
         echo "some pushes failed: $(sort <<<"$codes" | uniq -c | tr '\n' ' ')" >&2
@@ -189,7 +216,7 @@ rclone_copy() { # dir dest-prefix; prints seconds
         RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="$ACCESS" RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="$SECRET" \
         RCLONE_CONFIG_BENCH_ENDPOINT="$S3" RCLONE_CONFIG_BENCH_REGION=us-east-1 \
         RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true \
-        "$RCLONE" copy --transfers "$CLIENTS" --s3-no-check-bucket "$1" "bench:rclone/$2"
+        "${APP[@]}" "$RCLONE" copy --transfers "$CLIENTS" --s3-no-check-bucket "$1" "bench:rclone/$2"
     t1="$(now)"
     # rclone must have stored every file (an rclone that cannot list s3s-fs copies nothing).
     local stored wanted
@@ -224,6 +251,16 @@ pg_pids() { [ "$DB" = postgres ] && pgrep -f "quay_bench_push_$1_$$" | tr '\n' '
 cpus() { # quay-pid server
     echo "$(cpu_ms "$1") $(cpu_ms "$S3SRV_PID") $(cpu_ms "$(pg_pids "$2")")"
 }
+if [ "$PIN" = 1 ]; then
+    # The servers' database backends join CPU 0 as they open (a pool opens connections as
+    # load grows): a watcher pins every new one within a fifth of a second.
+    (while :; do
+        for p in $(pg_pids s3) $(pg_pids fs); do pin 0 "$p" 2>/dev/null || true; done
+        sleep 0.2
+    done) &
+    PIDS+=($!)
+    pin 0 $!
+fi
 IDLE_RSS=$(( $(hwm "$S3_PID") / 1024 ))
 # Sum and count of quay-server's storage writes into its S3 location so far.
 writes() {
@@ -262,14 +299,16 @@ PEAK_RSS=$(( $(hwm "$S3_PID") / 1024 ))
 fmt() { if [ "$1" = - ]; then echo -; else printf '%.1f' "$1"; fi; }
 # COUNT per SECONDS, or - when the workload was left out.
 rate() { if [ "$1" = 0 ]; then echo -; else echo "$1 / $2" | bc -l; fi; }
-ratio() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; else echo "$(fmt "$(echo "$1 / $2" | bc -l)")x"; fi; }
+ratio() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; else printf "%.2fx" "$(echo "$1 / $2" | bc -l)"; fi; }
 MB=$(echo "$LARGE * 64 * 1048576 / 1000000" | bc -l)
 [ "$LARGE" -gt 0 ] || MB=0
 q_mbps=$(rate "$MB" "$Q_LARGE"); r_mbps=$(rate "$MB" "$R_LARGE"); f_mbps=$(rate "$MB" "$F_LARGE")
 q_bps=$(rate "$SMALL" "$Q_SMALL"); r_bps=$(rate "$SMALL" "$R_SMALL"); f_bps=$(rate "$SMALL" "$F_SMALL")
 
 echo
-echo "push throughput on $DB, $CLIENTS clients, monolithic pushes (curl), rclone copy --transfers $CLIENTS, files under ${TMPDIR:-/tmp}"
+PINNED=""
+[ "$PIN" = 1 ] && PINNED=", S3 server on CPU 1, the rest on CPU 0"
+echo "push throughput on $DB$PINNED, $CLIENTS clients, monolithic pushes (curl), rclone copy --transfers $CLIENTS, files under ${TMPDIR:-/tmp}"
 printf '%-34s %12s %12s\n' "" "64 MiB MB/s" "64 KiB /s"
 printf '%-34s %12s %12s\n' "quay-server on S3 (s3s-fs)" "$(fmt "$q_mbps")" "$(fmt "$q_bps")"
 printf '%-34s %12s %12s\n' "rclone copy to the same S3 server" "$(fmt "$r_mbps")" "$(fmt "$r_bps")"
