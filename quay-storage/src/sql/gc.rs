@@ -215,49 +215,6 @@ pub(crate) async fn removals(
     }
 }
 
-pub(crate) async fn claim_location_from_delete_jobs(
-    db: &impl ConnectionTrait,
-    digest: &Digest,
-    location: &LocationId,
-    removals_seen: Option<u64>,
-    op: &'static str,
-) -> Result<()> {
-    let backend = db.get_database_backend();
-    let key = vec![digest.to_string().into(), location.to_string().into()];
-    db.execute(stmt(
-        backend,
-        "DELETE FROM replication_jobs WHERE kind = 'delete' AND digest = $1 AND target = $2 \
-         AND state = 'pending'",
-        key.clone(),
-    ))
-    .await
-    .map_err(|e| db_error(op, e))?;
-    let running = db
-        .query_one(stmt(
-            backend,
-            "SELECT 1 AS one FROM replication_jobs WHERE kind = 'delete' AND digest = $1 \
-             AND target = $2 AND state = 'leased'",
-            key,
-        ))
-        .await
-        .map_err(|e| db_error(op, e))?;
-    let removed_since = match removals_seen {
-        None => false,
-        Some(seen) => removals(db, digest, location, op).await? > seen,
-    };
-    if running.is_some() || removed_since {
-        return Err(Error::new(
-            ErrorKind::Unavailable,
-            format!(
-                "a former copy of {digest} in {location} is being removed right now; try again \
-                 in a moment"
-            ),
-        )
-        .with_context("location", location));
-    }
-    Ok(())
-}
-
 /// Runs `delete` on `items` in chunks of [`DELETE_CHUNK`], in order, and gathers what it
 /// deleted. A chunk refused with `Conflict` (a concurrent writer won on one of its rows) is
 /// retried in halves, down to single items; an item still refused alone is skipped. Any other

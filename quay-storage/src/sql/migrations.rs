@@ -535,7 +535,7 @@ fn removed_copies_by_age(_backend: DbBackend) -> Vec<String> {
 
 /// Version 11 (PostgreSQL only): `quay_commit_blob`, a blob commit as one call, so that a push
 /// pays one round trip to the database for its commit instead of about ten. It runs the same
-/// statements in the same order as the SQLite path of `BlobIndex::commit_blob`: the writes
+/// statements as the SQLite path of `BlobIndex::commit_blob` (one batch there): the writes
 /// first, then the takeover of pending delete jobs and the checks for removals, each
 /// statement with a fresh snapshot (PL/pgSQL under READ COMMITTED), so that the checks see
 /// what a concurrent collection committed while the writes waited for it. A refusal raises
